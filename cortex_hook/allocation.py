@@ -1,0 +1,209 @@
+"""One start of one unit: policy + state + inventory -> plan -> lease -> env file.
+
+`plan_unit` is the dry run; `allocate` is the real thing. Both build the same Request and call the
+same pure planner. `allocate` asks the driver outside the lock (it can be slow), then re-reads the
+leases, plans, inserts its leases and writes the env file inside one BEGIN IMMEDIATE transaction.
+"""
+
+import os
+import time
+
+from .errors import PolicyError, TimeoutExpired, UnavailableError
+from .holders import cgroup_pids, current_holder, lease_alive
+from .model import Request
+
+WAIT_POLL_S = 0.25
+WAIT_REDISCOVER_S = 15.0
+
+
+def service_for(policy, unit):
+    """The policy's service for UNIT, or PolicyError naming the unit."""
+    svc = policy.service_for(unit)
+    if svc is None:
+        patterns = ", ".join(repr(s.match) for s in policy.services) or "none"
+        raise PolicyError(policy.path, 0, 0, "services",
+                          f"no service matches unit {unit!r} (patterns: {patterns}); "
+                          "add one, or remove cortex-hook from this unit")
+    return svc
+
+
+def check_server(plugins, policy, svc):
+    """PolicyError unless some plugin provides the service's `server:`."""
+    names = plugins.server_names()
+    if svc.server not in names:
+        import difflib
+        close = difflib.get_close_matches(svc.server, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise PolicyError(policy.path, svc.line, 0, f"services[{svc.position}].server",
+                          f"no installed plugin provides server {svc.server!r}{hint}; "
+                          f"available: {', '.join(names)}")
+
+
+def inherited_visible(unit, environ):
+    """The CUDA_VISIBLE_DEVICES an outer allocator set, or None.
+
+    A value that our own env file put there (a restart reads the previous start's env file
+    before ExecStartPre runs) is not an outer restriction and is ignored.
+    """
+    text = environ.get("CUDA_VISIBLE_DEVICES")
+    if text is None or environ.get("CORTEX_HOOK_UNIT") == unit:
+        return None
+    return text
+
+
+def own_pids(unit_leases, holder=None):
+    """Processes of this unit's previous instance: their GPU memory counts as free."""
+    pids = set()
+    for lease in unit_leases:
+        if lease.cgroup:
+            pids |= cgroup_pids(lease.cgroup)
+        elif lease.pid and lease_alive(lease):
+            pids.add(lease.pid)
+    if holder is not None and holder.cgroup:
+        pids |= cgroup_pids(holder.cgroup)
+    pids.discard(os.getpid())
+    return frozenset(pids)
+
+
+def detail_for(svc, pids):
+    """The optional inventory facts this decision needs (each costs driver calls)."""
+    detail = set()
+    if (svc.gpus == "all" or svc.gpus > 1) and svc.topology != "any":
+        detail.add("topology")
+    if pids:
+        detail.add("processes")
+    return frozenset(detail)
+
+
+def discover(plugins, policy, detail):
+    """The inventory's GPUs, or PolicyError when no plugin provides the policy's inventory."""
+    gpus = plugins.discover_gpus(policy, detail)
+    if gpus is None:
+        raise PolicyError(policy.path, 0, 0, "inventory", f"no plugin provides inventory {policy.inventory!r}")
+    return gpus
+
+
+def make_request(unit, svc, policy, snapshot, gpus, environ, pids):
+    """The Request every hook sees; returns (request, notes about the inherited devices)."""
+    from .builtin.availability import parse_visible
+    text = inherited_visible(unit, environ)
+    visible, notes = (None, [])
+    if text is not None:
+        visible, notes = parse_visible(text, gpus, environ.get("CUDA_DEVICE_ORDER"))
+    return Request(unit=unit, service=svc, policy=policy, snapshot=snapshot, gpus=gpus,
+                   visible=visible, visible_text=text, own_pids=pids), notes
+
+
+def plan_unit(unit, policy, plugins, state, environ):
+    """Dry run: the Decision `allocate` would make now, changing nothing."""
+    svc = service_for(policy, unit)
+    check_server(plugins, policy, svc)
+    pids = own_pids(state.leases(unit))
+    gpus = discover(plugins, policy, detail_for(svc, pids))
+    snapshot = state.snapshot()
+    snapshot.leases = [l for l in snapshot.leases if l.unit == unit or lease_alive(l)]
+    request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
+    from .planner import plan
+    decision = plan(plugins, request)
+    decision.notes[:0] = notes
+    if decision.ok:
+        plugins.prepare_launch(request, decision, decision.launch)
+    return decision
+
+
+def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid=None, on_wait=None):
+    """Choose GPUs for UNIT, lease them, write its env file; wait if the policy says so.
+
+    Raises UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait` runs out.
+    ON_WAIT(decision, seconds_left) is called while waiting (status lines).
+    """
+    svc = service_for(policy, unit)
+    check_server(plugins, policy, svc)
+    holder = current_holder(unit, holder_pid)
+    pids = own_pids(state.leases(unit), holder)
+    detail = detail_for(svc, pids)
+    if runtime_dir:
+        _prepare_runtime_dir(runtime_dir)
+    deadline = None
+    gpus, discovered_at, first = None, 0.0, True
+    while True:
+        if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
+            gpus, discovered_at = discover(plugins, policy, detail), time.monotonic()
+        decision, request = _attempt(unit, svc, policy, plugins, state, environ, runtime_dir,
+                                     holder, pids, gpus, record_refusal=first)
+        first = False
+        if decision.ok:
+            plugins.decision_made(request, decision)
+            return decision
+        if svc.on_unavailable != "wait":
+            raise UnavailableError(decision.summary, decision)
+        now = time.monotonic()
+        deadline = deadline or now + svc.wait_seconds
+        if now >= deadline:
+            from .quantities import format_duration
+            raise TimeoutExpired(f"gave up after waiting {format_duration(svc.wait_seconds)}: {decision.summary}")
+        if on_wait:
+            on_wait(decision, deadline - now)
+        if _wait_for_change(state, min(deadline, now + WAIT_REDISCOVER_S)):
+            continue  # leases changed: replan with the GPUs we have
+        gpus = None  # nothing changed for a while: ask the driver again (memory may have been freed)
+
+
+def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pids, gpus, record_refusal):
+    from .envfile import env_file_path, remove_quietly, render_env, write_atomic
+    from .planner import plan
+
+    with state.write():
+        state.reap(lease_alive, policy.history_limit, exclude_unit=unit)
+        state.drop_leases(unit)  # this start supersedes whatever the unit held before
+        snapshot = state.snapshot()
+        request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
+        decision = plan(plugins, request)
+        decision.notes[:0] = notes
+        detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
+        if not decision.ok:
+            if record_refusal:
+                state.record(unit, "refuse", [], detail, policy.history_limit)
+            if runtime_dir:
+                remove_quietly(env_file_path(runtime_dir, unit))
+            return decision, request
+        if decision.chosen:
+            state.add_leases(unit, decision.uuids, svc.sharing, holder)
+        plugins.prepare_launch(request, decision, decision.launch)
+        state.remember_gpus(gpus)
+        state.record(unit, "allocate", decision.uuids,
+                     dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)
+        if runtime_dir:
+            written = env_file_path(runtime_dir, unit)
+            header = f"written by cortex-hook for {unit} at {time.strftime('%Y-%m-%d %H:%M:%S')}; do not edit"
+            # an OutputError here rolls the lease back with the transaction
+            write_atomic(written, render_env(decision.launch.env, header))
+    return decision, request
+
+
+def _prepare_runtime_dir(directory):
+    from .envfile import ensure_runtime_dir
+    from .safety import check_trusted
+    ensure_runtime_dir(directory)
+    check_trusted(directory, "runtime dir")
+
+
+def _wait_for_change(state, until):
+    """Poll until another process commits to the state (True) or UNTIL passes (False)."""
+    c = state.conn
+    start = c.execute("PRAGMA data_version").fetchone()[0]
+    while time.monotonic() < until:
+        time.sleep(min(WAIT_POLL_S, max(0.0, until - time.monotonic())))
+        if c.execute("PRAGMA data_version").fetchone()[0] != start:
+            return True
+    return False
+
+
+def release(unit, state, runtime_dir=None, limit=1000):
+    """Give back UNIT's GPUs and remove its env file; idempotent. Returns the UUIDs released."""
+    from .envfile import env_file_path, remove_quietly
+    uuids = state.release(unit, limit)
+    if runtime_dir:
+        remove_quietly(env_file_path(runtime_dir, unit))
+    return uuids
+

@@ -1,0 +1,394 @@
+"""`cortex-hook` command line. Each command imports only what it needs: the hook runs on the
+start path of every inference server.
+
+Exit codes: 0 ok, 2 usage, 69 no GPU satisfies the service, 70 internal error, 73 cannot write
+an output file, 74 state database unusable, 75 timed out (driver or `wait`), 77 unsafe file
+permissions, 78 bad policy.
+"""
+
+import argparse
+import os
+import sys
+
+from .errors import EXIT_SOFTWARE, EXIT_STATE, CortexError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2)."""
+
+    def error(self, message):
+        from .log import error
+        error(f"{self.prog.split(' ', 1)[-1] if ' ' in self.prog else 'usage'}: {message} "
+              f"(see `{self.prog} --help`)")
+        sys.exit(2)
+
+
+def _common(parser, suppress):
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--policy", metavar="FILE", default=default,
+                        help="policy file (default $CORTEX_HOOK_POLICY or /etc/cortex-hook/policy.yaml)")
+    parser.add_argument("--state", metavar="FILE", default=default,
+                        help="state database (default $CORTEX_HOOK_STATE or /var/lib/cortex-hook/state.db)")
+    parser.add_argument("--runtime-dir", metavar="DIR", default=default,
+                        help="env file directory (default $CORTEX_HOOK_RUNTIME_DIR or /run/cortex-hook)")
+
+
+def build_parser():
+    """The argument parser (also used by the docs test)."""
+    p = _Parser(prog="cortex-hook", description="Pick the GPUs an inference server gets when systemd starts it.")
+    p.add_argument("--version", action="version", version=f"cortex-hook {_version()}")
+    _common(p, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, suppress=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def cmd(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    s = cmd("status", "table of every GPU: memory, health, priority, drain, lease holder")
+    s.add_argument("--json", action="store_true")
+    s = cmd("plan", "dry run: which GPUs UNIT would get now, and why (changes nothing)")
+    s.add_argument("unit")
+    s.add_argument("--json", action="store_true")
+    s = cmd("allocate", "choose GPUs for UNIT, lease them, write its env file")
+    s.add_argument("unit")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--holder-pid", type=int, metavar="PID",
+                   help="process whose life bounds the lease outside systemd (default: the caller)")
+    s = cmd("release", "give back UNIT's GPUs and remove its env file (idempotent)")
+    s.add_argument("unit")
+    s = cmd("leases", "list leases")
+    s.add_argument("--reap", action="store_true", help="first drop leases whose holder is gone")
+    s.add_argument("--json", action="store_true")
+    s = cmd("priority", "the admin's GPU order (ranks before every other criterion)")
+    psub = s.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    pl = psub.add_parser("list", help="show the order", parents=[common])
+    pl.add_argument("--json", action="store_true")
+    ps = psub.add_parser("set", help="move GPU to RANK (0 = first), shifting the others", parents=[common])
+    ps.add_argument("gpu")
+    ps.add_argument("rank", type=int)
+    po = psub.add_parser("order", help="set the whole order, first = best", parents=[common])
+    po.add_argument("gpus", nargs="+", metavar="GPU")
+    pc = psub.add_parser("clear", help="forget the order (or only the GPUs named)", parents=[common])
+    pc.add_argument("gpus", nargs="*", metavar="GPU")
+    s = cmd("drain", "keep new work off GPU (existing leases stay)")
+    s.add_argument("gpu")
+    s.add_argument("--reason", required=True)
+    s = cmd("undrain", "let GPU take work again")
+    s.add_argument("gpu")
+    s = cmd("history", "recent decisions")
+    s.add_argument("unit", nargs="?")
+    s.add_argument("-n", type=int, default=20, metavar="N")
+    s.add_argument("--json", action="store_true")
+    s = cmd("validate", "check a policy file without touching anything")
+    s.add_argument("file", nargs="?")
+    s = cmd("plugins", "list loaded plugins and the hooks each implements")
+    s.add_argument("--json", action="store_true")
+    s = cmd("demo", "run the main job on a simulated 6-GPU box with a sample policy")
+    s.add_argument("--keep", metavar="DIR", help="keep the demo's state and env files in DIR")
+    return p
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _unit(name):
+    from .unitname import normalize_unit
+    return normalize_unit(name)
+
+
+def _policy(args):
+    from .policy import load_policy
+    return load_policy(args.policy)
+
+
+def _state(args, create=True):
+    from .state import State
+    return State.open(args.state, create=create)
+
+
+def _runtime_dir(args):
+    from .envfile import runtime_dir
+    return runtime_dir(args.runtime_dir)
+
+
+def _print_json(obj):
+    import json
+    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def _gpus(args, policy, state=None):
+    from .allocation import discover
+    from .plugins import load_plugins
+    gpus = discover(load_plugins(), policy, frozenset({"processes"}))
+    if state is not None:
+        state.remember_gpus(gpus)
+    return gpus
+
+
+def _resolve(args, refs):
+    """Resolve GPU references (needs the inventory, so the policy) -> uuids."""
+    from .gpuref import resolve_gpu
+    policy = _policy(args)
+    with _state(args) as state:
+        gpus = _gpus(args, policy, state)
+        seen = state.seen_gpus()
+    return [resolve_gpu(r, gpus, seen) for r in refs]
+
+
+# -- commands -----------------------------------------------------------------------------------
+def cmd_status(args):
+    """Print the GPU table."""
+    from .explain import gpu_rows, render_status
+    policy = _policy(args)
+    with _state(args) as state:
+        gpus = _gpus(args, policy, state)
+        rows = gpu_rows(gpus, policy, state.snapshot(), state.seen_gpus())
+    if args.json:
+        _print_json({"gpus": rows})
+    else:
+        print(render_status(rows))
+    return 0
+
+
+def cmd_plan(args):
+    """Dry run for one unit."""
+    from .allocation import plan_unit
+    from .explain import render_decision
+    from .plugins import load_plugins
+    unit = _unit(args.unit)
+    policy = _policy(args)
+    with _state(args) as state:
+        decision = plan_unit(unit, policy, load_plugins(), state, os.environ)
+    if args.json:
+        _print_json(decision.to_json())
+    else:
+        print(render_decision(decision))
+    return 0 if decision.ok else 69
+
+
+def cmd_allocate(args):
+    """Lease GPUs for one unit and write its env file."""
+    from .allocation import allocate
+    from .errors import UnavailableError
+    from .explain import render_decision
+    from .log import INFO, NOTICE, log
+    from .plugins import load_plugins
+    unit = _unit(args.unit)
+    policy = _policy(args)
+
+    def waiting(decision, left):
+        log(NOTICE, f"waiting for a GPU ({left:.0f}s left): {decision.summary}")
+
+    with _state(args) as state:
+        try:
+            decision = allocate(unit, policy, load_plugins(), state, os.environ, _runtime_dir(args),
+                                holder_pid=args.holder_pid, on_wait=waiting)
+        except UnavailableError as exc:
+            if exc.decision is not None:
+                if args.json:
+                    _print_json(exc.decision.to_json())
+                else:
+                    log(INFO, render_decision(exc.decision, show_env=False))
+            raise
+    if args.json:
+        _print_json(decision.to_json())
+    else:
+        print(render_decision(decision))
+    return 0
+
+
+def cmd_release(args):
+    """Give back a unit's GPUs."""
+    from .allocation import release
+    unit = _unit(args.unit)
+    with _state(args) as state:
+        uuids = release(unit, state, _runtime_dir(args))
+    print(f"{unit}: released {', '.join(uuids)}" if uuids else f"{unit}: held no GPU")
+    return 0
+
+
+def cmd_leases(args):
+    """List (and optionally reap) leases."""
+    import time
+
+    from .holders import lease_alive
+    with _state(args) as state:
+        reaped = state.reap(lease_alive) if args.reap else []
+        leases = state.leases()
+    if args.json:
+        _print_json({"leases": [dict(unit=l.unit, uuid=l.uuid, sharing=l.sharing, pid=l.pid,
+                                     pid_start=l.pid_start, boot_id=l.boot_id, cgroup=l.cgroup,
+                                     invocation=l.invocation, since=l.since, alive=lease_alive(l))
+                                for l in leases],
+                     "reaped": [dict(unit=l.unit, uuid=l.uuid) for l in reaped]})
+        return 0
+    for l in reaped:
+        print(f"reaped {l.unit} {l.uuid} (holder gone)")
+    if not leases:
+        print("no leases")
+    for l in leases:
+        holder = f"cgroup {l.cgroup}" if l.cgroup else f"pid {l.pid}"
+        alive = "" if lease_alive(l) else "  (holder gone: `leases --reap` drops it)"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(l.since))
+        print(f"{l.unit:<32} {l.uuid}  {l.sharing:<9} {holder}  since {since}{alive}")
+    return 0
+
+
+def cmd_priority(args):
+    """list | set | order | clear."""
+    if args.action == "list":
+        return _priority_list(args)
+    if args.action == "set":
+        if args.rank < 0:
+            from .errors import UsageError
+            raise UsageError("rank must be 0 (first) or more")
+        (uuid,) = _resolve(args, [args.gpu])
+        with _state(args) as state:
+            state.set_priority(uuid, args.rank)
+    elif args.action == "order":
+        uuids = _resolve(args, args.gpus)
+        if len(set(uuids)) != len(uuids):
+            from .errors import UsageError
+            raise UsageError("a GPU is named twice in the order")
+        with _state(args) as state:
+            state.set_priority_order(uuids)
+    else:
+        uuids = _resolve(args, args.gpus) if args.gpus else None
+        with _state(args) as state:
+            state.clear_priorities(set(uuids) if uuids else None)
+    return _priority_list(args)
+
+
+def _priority_list(args):
+    from .explain import short_uuid
+    policy = _policy(args)
+    with _state(args) as state:
+        gpus = _gpus(args, policy, state)
+        ranked = state.priorities()
+        seen = state.seen_gpus()
+    present = {g.uuid: g for g in gpus if g.uuid}
+    rows = [{"rank": rank, "uuid": uuid, "present": uuid in present,
+             "index": present[uuid].index if uuid in present else None,
+             "name": present[uuid].name if uuid in present else seen.get(uuid, (None, "?"))[1]}
+            for uuid, rank, _ in ranked]
+    unranked = [g for g in gpus if g.uuid and g.uuid not in {u for u, _, _ in ranked}]
+    if getattr(args, "json", False):
+        _print_json({"priority": rows, "unranked": [g.uuid for g in unranked]})
+        return 0
+    if not rows:
+        print("no priority set: GPUs rank by score alone")
+    for r in rows:
+        where = f"{'GPU ' + str(r['index']) if r['present'] else 'absent':<8}"
+        print(f"{r['rank']:>4}  {where} {r['uuid']}  {r['name']}")
+    for g in unranked:
+        print(f"{'-':>4}  {g.label:<8} {g.uuid}  {g.name}  (no rank: after every ranked GPU)")
+    return 0
+
+
+def cmd_drain(args):
+    """Drain a GPU."""
+    (uuid,) = _resolve(args, [args.gpu])
+    with _state(args) as state:
+        state.drain(uuid, args.reason)
+    print(f"drained {uuid}: {args.reason}")
+    return 0
+
+
+def cmd_undrain(args):
+    """Undrain a GPU."""
+    (uuid,) = _resolve(args, [args.gpu])
+    with _state(args) as state:
+        had = state.undrain(uuid)
+    print(f"undrained {uuid}" if had else f"{uuid} was not drained")
+    return 0
+
+
+def cmd_history(args):
+    """Recent decisions."""
+    import time
+    unit = _unit(args.unit) if args.unit else None
+    with _state(args, create=False) as state:
+        rows = state.history(unit, args.n)
+    if args.json:
+        _print_json({"history": rows})
+        return 0
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
+        what = r["detail"].get("summary") or ", ".join(r["gpus"]) or "-"
+        print(f"{when}  {r['action']:<8} {r['unit']:<28} {what}")
+    return 0
+
+
+def cmd_validate(args):
+    """Check a policy file (and that every server it names has a plugin)."""
+    from .allocation import check_server
+    from .plugins import load_plugins
+    from .policy import load_policy
+    path = args.file or args.policy
+    policy = load_policy(path)
+    plugins = load_plugins()
+    for svc in policy.services:
+        check_server(plugins, policy, svc)
+    print(f"{policy.path}: ok ({len(policy.services)} service{'s' if len(policy.services) != 1 else ''}, "
+          f"inventory {policy.inventory})")
+    return 0
+
+
+def cmd_plugins(args):
+    """Loaded plugins and their hooks."""
+    from .plugins import disabled_plugins, load_plugins
+    impls = load_plugins().implementations()
+    if args.json:
+        _print_json({"plugins": impls, "disabled": sorted(disabled_plugins())})
+        return 0
+    for name, hooks in impls.items():
+        print(f"{name}: {', '.join(hooks)}")
+    blocked = disabled_plugins()
+    if blocked:
+        print(f"disabled by CORTEX_HOOK_DISABLE_PLUGINS: {', '.join(sorted(blocked))}")
+    return 0
+
+
+def cmd_demo(args):
+    """The embedded demo."""
+    from .demo.run import run_demo
+    return run_demo(args.keep)
+
+
+COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
+
+
+def main(argv=None):
+    """Entry point of the `cortex-hook` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CortexError as exc:
+        from .log import error
+        error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: one line, traceback only on request
+        import sqlite3
+        from .log import error
+        if isinstance(exc, sqlite3.Error):
+            error(f"state database error: {exc}")
+            return EXIT_STATE
+        if os.environ.get("CORTEX_HOOK_DEBUG"):
+            import traceback
+            traceback.print_exc()
+        error(f"internal error: {type(exc).__name__}: {exc} (set CORTEX_HOOK_DEBUG=1 for a traceback)")
+        return EXIT_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""The state database (SQLite, WAL): GPU priorities, drains, leases, decision history.
+
+Everything is keyed by device UUID (indices move between boots). Writers take the lock with
+`BEGIN IMMEDIATE`, so an allocation re-reads leases and inserts its own in one transaction and
+two units starting together never share a GPU they were meant to own. A database this version
+cannot read (garbage, truncated, newer schema) is refused and left exactly as it is.
+"""
+
+import json
+import os
+import sqlite3
+import stat
+import time
+from contextlib import contextmanager
+
+from .errors import StateError
+from .model import Drain, Lease, Snapshot
+
+DEFAULT_STATE = "/var/lib/cortex-hook/state.db"
+BUSY_TIMEOUT_S = 60.0
+
+_V1 = """
+CREATE TABLE priority (
+    uuid    TEXT PRIMARY KEY,
+    rank    INTEGER NOT NULL UNIQUE,
+    set_at  REAL NOT NULL
+);
+CREATE TABLE drain (
+    uuid    TEXT PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    since   REAL NOT NULL
+);
+CREATE TABLE lease (
+    unit        TEXT NOT NULL,
+    uuid        TEXT NOT NULL,
+    sharing     TEXT NOT NULL CHECK (sharing IN ('exclusive', 'shared')),
+    pid         INTEGER,
+    pid_start   INTEGER,
+    boot_id     TEXT,
+    cgroup      TEXT,
+    invocation  TEXT,
+    since       REAL NOT NULL,
+    PRIMARY KEY (unit, uuid)
+);
+CREATE UNIQUE INDEX lease_one_exclusive ON lease (uuid) WHERE sharing = 'exclusive';
+CREATE TABLE history (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL NOT NULL,
+    unit    TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    gpus    TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE TABLE gpu_seen (
+    uuid        TEXT PRIMARY KEY,
+    idx         INTEGER,
+    name        TEXT,
+    pci_bus_id  TEXT,
+    last_seen   REAL NOT NULL
+);
+"""
+
+# MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
+MIGRATIONS = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def state_path(explicit=None):
+    """The state file: --state, else $CORTEX_HOOK_STATE, else the default."""
+    return explicit or os.environ.get("CORTEX_HOOK_STATE") or DEFAULT_STATE
+
+
+class State:
+    """An open state database. Use `State.open()`; close with `close()` or `with`."""
+
+    def __init__(self, conn, path):
+        self.conn = conn
+        self.path = path
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path=None, create=True, check_owner=True):
+        """Open (and, if CREATE, create or migrate) the database at PATH."""
+        path = state_path(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        _refuse_symlink(path)
+        exists = os.path.exists(path)
+        if not exists and not create:
+            raise StateError(f"state {path}: no such file (nothing allocated yet?)")
+        if not exists:
+            try:
+                os.makedirs(directory, mode=0o755, exist_ok=True)
+            except OSError as exc:
+                raise StateError(f"state {path}: cannot create {directory}: {exc.strerror}") from None
+        if check_owner:
+            from .safety import check_trusted
+            check_trusted(directory, "state directory")
+            if exists:
+                check_trusted(path, "state")
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StateError(f"state {path}: cannot open: {exc}") from None
+        state = cls(conn, path)
+        try:
+            state._prepare(create)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StateError(_explain_db_error(path, exc)) from None
+        except BaseException:
+            conn.close()
+            raise
+        return state
+
+    def _prepare(self, create):
+        c = self.conn
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state {self.path}: schema version {version} is newer than this cortex-hook "
+                f"understands ({SCHEMA_VERSION}); upgrade cortex-hook (the file is left untouched)"
+            )
+        # check the file really is a database before any write (a garbage file fails here)
+        c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if version < SCHEMA_VERSION:
+            if not create:
+                raise StateError(f"state {self.path}: schema version {version}; run a write command to migrate")
+            if c.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                c.execute("PRAGMA journal_mode=WAL")
+            with self.write():
+                version = c.execute("PRAGMA user_version").fetchone()[0]
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _statements(MIGRATIONS[step]):
+                        c.execute(statement)
+                    c.execute(f"PRAGMA user_version = {step + 1}")
+            os.chmod(self.path, 0o644)
+        c.execute("PRAGMA synchronous=NORMAL")
+
+    def close(self):
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------------
+    @contextmanager
+    def write(self):
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error).
+
+        Inside an open transaction it joins that one, so helpers compose into one atomic write.
+        """
+        c = self.conn
+        if c.in_transaction:
+            yield c
+            return
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"state {self.path}: {exc} (waited {BUSY_TIMEOUT_S:g}s for the lock)") from None
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                c.execute("COMMIT")
+            except sqlite3.Error as exc:
+                c.execute("ROLLBACK")
+                raise StateError(f"state {self.path}: commit failed: {exc}") from None
+
+    def snapshot(self):
+        """Priorities, drains and leases, as the planner sees them."""
+        c = self.conn
+        return Snapshot(
+            priorities={u: r for u, r in c.execute("SELECT uuid, rank FROM priority")},
+            drains={u: Drain(u, reason, since)
+                    for u, reason, since in c.execute("SELECT uuid, reason, since FROM drain")},
+            leases=self.leases(),
+        )
+
+    # -- priorities -----------------------------------------------------------------------------
+    def priorities(self):
+        """[(uuid, rank, set_at)] in rank order."""
+        return self.conn.execute("SELECT uuid, rank, set_at FROM priority ORDER BY rank").fetchall()
+
+    def set_priority_order(self, uuids):
+        """Replace the whole order with UUIDS, exactly as given (first = rank 0)."""
+        if len(set(uuids)) != len(uuids):
+            raise ValueError("a GPU appears twice in the order")
+        now = time.time()
+        with self.write() as c:
+            c.execute("DELETE FROM priority")
+            c.executemany("INSERT INTO priority (uuid, rank, set_at) VALUES (?, ?, ?)",
+                          [(u, i, now) for i, u in enumerate(uuids)])
+
+    def set_priority(self, uuid, rank):
+        """Move UUID to position RANK of the order (0 = first), shifting the others."""
+        with self.write() as c:
+            order = [u for (u,) in c.execute("SELECT uuid FROM priority ORDER BY rank") if u != uuid]
+            order.insert(max(0, min(rank, len(order))), uuid)
+            now = time.time()
+            c.execute("DELETE FROM priority")
+            c.executemany("INSERT INTO priority (uuid, rank, set_at) VALUES (?, ?, ?)",
+                          [(u, i, now) for i, u in enumerate(order)])
+
+    def clear_priorities(self, uuids=None):
+        """Forget the whole order, or only UUIDS (the rest keep their relative order)."""
+        with self.write() as c:
+            if uuids is None:
+                c.execute("DELETE FROM priority")
+                return
+            order = [u for (u,) in c.execute("SELECT uuid FROM priority ORDER BY rank") if u not in uuids]
+            now = time.time()
+            c.execute("DELETE FROM priority")
+            c.executemany("INSERT INTO priority (uuid, rank, set_at) VALUES (?, ?, ?)",
+                          [(u, i, now) for i, u in enumerate(order)])
+
+    # -- drains ---------------------------------------------------------------------------------
+    def drain(self, uuid, reason):
+        """Keep new work off UUID (existing leases stay)."""
+        with self.write() as c:
+            c.execute("INSERT OR REPLACE INTO drain (uuid, reason, since) VALUES (?, ?, ?)",
+                      (uuid, reason, time.time()))
+
+    def undrain(self, uuid):
+        """Lift a drain; True if there was one."""
+        with self.write() as c:
+            return c.execute("DELETE FROM drain WHERE uuid = ?", (uuid,)).rowcount > 0
+
+    # -- leases ---------------------------------------------------------------------------------
+    def leases(self, unit=None):
+        """Every lease (or UNIT's), oldest first."""
+        sql = ("SELECT unit, uuid, sharing, pid, pid_start, boot_id, cgroup, invocation, since "
+               "FROM lease")
+        rows = (self.conn.execute(sql + " WHERE unit = ? ORDER BY since, rowid", (unit,)) if unit
+                else self.conn.execute(sql + " ORDER BY since, rowid"))
+        return [Lease(*row) for row in rows]
+
+    def add_leases(self, unit, uuids, sharing, holder):
+        """Insert UNIT's leases."""
+        now = time.time()
+        with self.write() as c:
+            c.executemany(
+                "INSERT INTO lease (unit, uuid, sharing, pid, pid_start, boot_id, cgroup, invocation, since) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(unit, u, sharing, holder.pid, holder.pid_start, holder.boot_id, holder.cgroup,
+                  holder.invocation, now) for u in uuids],
+            )
+
+    def drop_leases(self, unit):
+        """Delete UNIT's leases; returns the UUIDs they held."""
+        with self.write() as c:
+            uuids = [u for (u,) in c.execute("SELECT uuid FROM lease WHERE unit = ?", (unit,))]
+            c.execute("DELETE FROM lease WHERE unit = ?", (unit,))
+        return uuids
+
+    def release(self, unit, limit=1000):
+        """Drop UNIT's leases and record it; idempotent. Returns the UUIDs released."""
+        with self.write():
+            uuids = self.drop_leases(unit)
+            if uuids:
+                self.record(unit, "release", uuids, {}, limit)
+        return uuids
+
+    def reap(self, alive, limit=1000, exclude_unit=None):
+        """Drop leases whose holder is gone (ALIVE(lease) is False); returns them."""
+        with self.write() as c:
+            gone = [l for l in self.leases() if l.unit != exclude_unit and not alive(l)]
+            for lease in gone:
+                c.execute("DELETE FROM lease WHERE unit = ? AND uuid = ?", (lease.unit, lease.uuid))
+            for unit in sorted({l.unit for l in gone}):
+                self.record(unit, "reap", [l.uuid for l in gone if l.unit == unit],
+                            {"why": "holder gone"}, limit)
+        return gone
+
+    # -- history --------------------------------------------------------------------------------
+    def record(self, unit, action, uuids, detail, limit):
+        """Append to the history and keep only the last LIMIT rows."""
+        with self.write() as c:
+            cur = c.execute("INSERT INTO history (at, unit, action, gpus, detail) VALUES (?, ?, ?, ?, ?)",
+                            (time.time(), unit, action, ",".join(uuids), json.dumps(detail, sort_keys=True)))
+            c.execute("DELETE FROM history WHERE id <= ?", (cur.lastrowid - limit,))
+
+    def history(self, unit=None, limit=50):
+        """The last LIMIT history rows (newest last) as dicts."""
+        sql = "SELECT id, at, unit, action, gpus, detail FROM history"
+        args = ()
+        if unit:
+            sql += " WHERE unit = ?"
+            args = (unit,)
+        rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", args + (limit,)).fetchall()
+        return [{"id": i, "at": at, "unit": u, "action": a, "gpus": [g for g in gpus.split(",") if g],
+                 "detail": json.loads(d)} for i, at, u, a, gpus, d in reversed(rows)]
+
+    # -- GPUs seen ------------------------------------------------------------------------------
+    def remember_gpus(self, gpus):
+        """Record the identity of every GPU seen (so absent ones can still be named)."""
+        now = time.time()
+        rows = [(g.uuid, g.index, g.name, g.pci_bus_id, now) for g in gpus if g.uuid]
+        with self.write() as c:
+            c.executemany("INSERT OR REPLACE INTO gpu_seen (uuid, idx, name, pci_bus_id, last_seen) "
+                          "VALUES (?, ?, ?, ?, ?)", rows)
+
+    def seen_gpus(self):
+        """{uuid: (index, name, pci_bus_id, last_seen)} for every GPU ever seen."""
+        return {u: (i, n, p, t) for u, i, n, p, t in
+                self.conn.execute("SELECT uuid, idx, name, pci_bus_id, last_seen FROM gpu_seen")}
+
+
+def _statements(script):
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _refuse_symlink(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StateError(f"state {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise StateError(f"state {path}: is a symlink; refusing it (point --state at the real file)")
+    if not stat.S_ISREG(st.st_mode):
+        raise StateError(f"state {path}: not a regular file")
+
+
+def _explain_db_error(path, exc):
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (f"state {path}: not a usable SQLite database ({text}); it is left untouched "
+                "(move it aside to start afresh)")
+    if "readonly" in text or "read-only" in text:
+        return f"state {path}: read-only ({text})"
+    if "locked" in text or "busy" in text:
+        return f"state {path}: {text} (another cortex-hook held the lock for {BUSY_TIMEOUT_S:g}s)"
+    return f"state {path}: {text}"
