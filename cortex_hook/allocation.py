@@ -8,7 +8,7 @@ leases, plans, inserts its leases and writes the env file inside one BEGIN IMMED
 import os
 import time
 
-from .errors import PolicyError, TimeoutExpired, UnavailableError
+from .errors import DriverError, PolicyError, TimeoutExpired, UnavailableError
 from .holders import cgroup_pids, current_holder, lease_alive
 from .model import Request
 
@@ -83,6 +83,24 @@ def discover(plugins, policy, detail):
     return gpus
 
 
+def discover_for(plugins, policy, svc, detail):
+    """-> (gpus, driver problem). A driver that fails or hangs means "no GPU" for a service that
+    may start on CPU; a driver that fails (not hangs) is waited out by a `wait` service."""
+    try:
+        return discover(plugins, policy, detail), None
+    except (DriverError, TimeoutExpired) as exc:
+        if svc.on_unavailable == "cpu" or (svc.on_unavailable == "wait" and isinstance(exc, DriverError)):
+            return [], str(exc)
+        raise
+
+
+def _note_driver_problem(decision, problem):
+    if problem:
+        decision.notes.insert(0, f"driver: {problem}")
+        if not decision.ok:
+            decision.summary += f" ({problem})"
+
+
 def make_request(unit, svc, policy, snapshot, gpus, environ, pids):
     """The Request every hook sees; returns (request, notes about the inherited devices)."""
     from .builtin.availability import parse_visible
@@ -99,13 +117,14 @@ def plan_unit(unit, policy, plugins, state, environ):
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     pids = own_pids(state.leases(unit))
-    gpus = discover(plugins, policy, detail_for(svc, pids))
+    gpus, problem = discover_for(plugins, policy, svc, detail_for(svc, pids))
     snapshot = state.snapshot()
     snapshot.leases = [l for l in snapshot.leases if l.unit == unit or lease_alive(l)]
     request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
     from .planner import plan
     decision = plan(plugins, request)
     decision.notes[:0] = notes
+    _note_driver_problem(decision, problem)
     if decision.ok:
         plugins.prepare_launch(request, decision, decision.launch)
     return decision
@@ -128,9 +147,9 @@ def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid
     gpus, discovered_at, first = None, 0.0, True
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
-            gpus, discovered_at = discover(plugins, policy, detail), time.monotonic()
+            (gpus, problem), discovered_at = discover_for(plugins, policy, svc, detail), time.monotonic()
         decision, request = _attempt(unit, svc, policy, plugins, state, environ, runtime_dir,
-                                     holder, pids, gpus, record_refusal=first)
+                                     holder, pids, gpus, problem, record_refusal=first)
         first = False
         if decision.ok:
             plugins.decision_made(request, decision)
@@ -149,7 +168,8 @@ def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid
         gpus = None  # nothing changed for a while: ask the driver again (memory may have been freed)
 
 
-def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pids, gpus, record_refusal):
+def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pids, gpus, problem,
+             record_refusal):
     from .envfile import env_file_path, remove_quietly, render_env, write_atomic
     from .planner import plan
 
@@ -160,6 +180,7 @@ def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pi
         request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
         decision = plan(plugins, request)
         decision.notes[:0] = notes
+        _note_driver_problem(decision, problem)
         detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
         if not decision.ok:
             if record_refusal:

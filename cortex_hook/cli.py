@@ -177,7 +177,7 @@ def cmd_allocate(args):
     from .allocation import allocate
     from .errors import UnavailableError
     from .explain import render_decision
-    from .log import INFO, NOTICE, log
+    from .log import NOTICE, log
     from .plugins import load_plugins
     unit = _unit(args.unit)
     policy = _policy(args)
@@ -190,11 +190,11 @@ def cmd_allocate(args):
             decision = allocate(unit, policy, load_plugins(), state, os.environ, _runtime_dir(args),
                                 holder_pid=args.holder_pid, on_wait=waiting)
         except UnavailableError as exc:
-            if exc.decision is not None:
+            if exc.decision is not None:  # the explanation on stdout; stderr gets the one-line error
                 if args.json:
                     _print_json(exc.decision.to_json())
                 else:
-                    log(INFO, render_decision(exc.decision, show_env=False))
+                    print(render_decision(exc.decision, show_env=False), flush=True)
             raise
     if args.json:
         _print_json(decision.to_json())

@@ -61,11 +61,6 @@ def cortex_prepare_launch(request, decision, launch):
     """Add to `launch.env` and rewrite `launch.argv` (None in env-file mode) for the decision."""
 
 
-@hookspec(firstresult=True)
-def cortex_readiness_probe(request, launch):
-    """Return a readiness probe for the server about to run, or None to pass."""
-
-
 @hookspec
 def cortex_decision_made(request, decision):
     """Told about every decision made by `allocate` (after its lease is committed)."""

@@ -92,7 +92,7 @@ class Plugins:
 
     def names(self):
         """Every registered plugin name, in registration order."""
-        return [name for name, _ in self.pm.list_name_plugin()]
+        return [name for name, plugin in self.pm.list_name_plugin() if plugin is not None]
 
     def server_names(self):
         """Every `server:` name some plugin handles."""
@@ -118,10 +118,6 @@ class Plugins:
         """Let every plugin add to LAUNCH (cuda env first, then server plugins)."""
         self.pm.hook.cortex_prepare_launch(request=request, decision=decision, launch=launch)
 
-    def readiness_probe(self, request, launch):
-        """The first plugin's readiness probe for the server about to run."""
-        return self.pm.hook.cortex_readiness_probe(request=request, launch=launch)
-
     def decision_made(self, request, decision):
         """Tell every plugin about a committed decision."""
         self.pm.hook.cortex_decision_made(request=request, decision=decision)
@@ -130,6 +126,8 @@ class Plugins:
         """{plugin name: [hook names it implements]} for `cortex-hook plugins`."""
         out = {}
         for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:  # blocked: pluggy keeps the name with no plugin
+                continue
             out[name] = sorted(
                 impl_hook.name for impl_hook in self.pm.get_hookcallers(plugin) or []
             )

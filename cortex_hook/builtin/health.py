@@ -13,7 +13,7 @@ def cortex_check_gpu(request, gpu):
 def health_problems(health, gpu):
     """Every Reason GPU is unfit under the HEALTH thresholds (empty when healthy)."""
     if gpu.lost:
-        return Reason("lost", "lost: the driver answers GPU_IS_LOST")
+        return [Reason("lost", "lost: the driver answers GPU_IS_LOST")]
     reasons = []
     if gpu.uuid is None:
         reasons.append(Reason("unidentified", "the driver did not give its UUID"))

@@ -151,9 +151,16 @@ class _Reader:
 
     def memory(self, gpu, handle):
         N = self.N
-        mem = self.q("memory", N.nvmlDeviceGetMemoryInfo, handle, version=N.nvmlMemory_v2)
-        if mem is None:  # drivers before v2 of the struct: `used` there includes reserved memory
+        try:
+            mem = N.nvmlDeviceGetMemoryInfo(handle, version=N.nvmlMemory_v2)
+        except N.NVMLError_FunctionNotFound:  # drivers before the v2 struct: v1 `used` includes reserved
             mem = self.q("memory", N.nvmlDeviceGetMemoryInfo, handle)
+        except N.NVMLError_GpuIsLost:
+            raise _Lost() from None
+        except N.NVMLError as exc:
+            if not isinstance(exc, N.NVMLError_NotSupported):
+                self.problems.append(f"memory: {exc}")
+            mem = None
         if mem is not None:
             gpu.memory_total, gpu.memory_used, gpu.memory_free = mem.total, mem.used, mem.free
 
@@ -214,15 +221,15 @@ class _Reader:
     def topology(self, gpus, handles):
         """NVLink peers and PCIe common-ancestor levels between every pair of whole GPUs."""
         N = self.N
+        self.problems = []
         for gpu in gpus:
             gpu.nvlink_peers = frozenset()
         for i, a in enumerate(gpus):
             for b in gpus[i + 1:]:
                 ha, hb = handles[a.uuid], handles[b.uuid]
                 try:
-                    level = self.q("topology", N.nvmlDeviceGetTopologyCommonAncestor, ha, hb)
-                    status = self.q("NVLink P2P", N.nvmlDeviceGetP2PStatus, ha, hb,
-                                    N.NVML_P2P_CAPS_INDEX_NVLINK)
+                    level = self.q("PCIe topology", N.nvmlDeviceGetTopologyCommonAncestor, ha, hb)
+                    status = self.q("NVLink", N.nvmlDeviceGetP2PStatus, ha, hb, N.NVML_P2P_CAPS_INDEX_NVLINK)
                 except _Lost:
                     continue
                 if level is not None:
@@ -230,6 +237,12 @@ class _Reader:
                 if status == N.NVML_P2P_STATUS_OK:
                     a.nvlink_peers |= {b.uuid}
                     b.nvlink_peers |= {a.uuid}
+        if self.problems:  # e.g. an old driver without P2P queries: NVLink is unknown, not absent
+            unique = tuple(dict.fromkeys(self.problems))
+            for gpu in gpus:
+                if any(p.startswith("NVLink") for p in unique):
+                    gpu.nvlink_peers = None
+                gpu.problems += unique
 
 
 def _text(value):

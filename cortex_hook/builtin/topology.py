@@ -56,11 +56,13 @@ def cortex_select_gpus(request, ranked, count):
             notes.append("passed over " + ", ".join(v.gpu.label for v in skipped)
                          + " (better ranked, but not NVLink-joined to the rest)")
         return Selection(chosen, notes)
+    unknown = any(v.gpu.nvlink_peers is None for v in ranked)
+    missing = (f"NVLink is unknown (the driver does not report it)" if unknown
+               else f"no free NVLink-joined set of {count}")
     if mode == "require-nvlink":
-        return Selection([], [f"no {count} free GPUs are all joined by NVLink (topology: require-nvlink)"])
+        return Selection([], [f"{missing}; topology: require-nvlink"])
     for level, where in _LOCALITY:
         chosen = greedy_set(ranked, count, within(level))
         if chosen:
-            return Selection(chosen, [f"no free NVLink-joined set of {count}: chose {count} GPUs {where}"])
-    return Selection(top, [f"no free NVLink-joined set of {count}, nor one sharing a NUMA node: "
-                           "the best-ranked GPUs are used"])
+            return Selection(chosen, [f"{missing}: chose {count} GPUs {where}"])
+    return Selection(top, [f"{missing}, nor a set sharing a NUMA node: the best-ranked GPUs are used"])

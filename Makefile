@@ -1,0 +1,29 @@
+# The two set-up commands of the README. Each builds its own virtual environment from scratch:
+#   make demo   runtime dependencies only, then the embedded demo (simulated GPUs)
+#   make test   the package with its test extra, then the whole test suite
+PYTHON ?= python3
+DEMO_VENV := .venv-demo
+TEST_VENV := .venv
+
+.PHONY: demo test clean
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/cortex-hook demo
+
+test: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+$(DEMO_VENV)/.installed: pyproject.toml
+	rm -rf $(DEMO_VENV)
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install --quiet --disable-pip-version-check .
+	touch $@
+
+$(TEST_VENV)/.installed: pyproject.toml
+	rm -rf $(TEST_VENV)
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(DEMO_VENV) $(TEST_VENV) .cache build *.egg-info

@@ -1,0 +1,166 @@
+"""Shared fixtures: the real instruments (fake NVML driver, systemd sandbox), a CLI runner, and
+builders for simulated GPUs and policies.
+
+Instruments: a test that needs one FAILS when $CI is set and the instrument is missing; outside
+CI it is skipped with a message naming what is missing.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get("CORTEX_HOOK_SHARED") or os.path.join(os.path.dirname(REPO), "shared")
+FAKE_NVML_SRC = os.path.join(SHARED, "tools", "fake-nvml")
+SD_SANDBOX = os.path.join(SHARED, "tools", "sd-sandbox", "sd-sandbox.sh")
+CACHE = os.path.join(REPO, ".cache")
+
+
+def require(ok, what):
+    """Fail under CI, skip elsewhere, when an instrument is missing."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"instrument missing under CI: {what}")
+    pytest.skip(f"instrument missing: {what}")
+
+
+def _build_fake_nvml(outdir, version_script=None):
+    src = os.path.join(FAKE_NVML_SRC, "fake_nvml.c")
+    require(os.path.exists(src), f"fake NVML source {src} (../shared/tools/fake-nvml)")
+    require(shutil.which("gcc"), "gcc (to build the fake NVML driver)")
+    lib = os.path.join(outdir, "libnvidia-ml.so.1")
+    if os.path.exists(lib) and os.path.getmtime(lib) >= os.path.getmtime(src):
+        return outdir
+    os.makedirs(outdir, exist_ok=True)
+    cmd = ["gcc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-Wl,-soname,libnvidia-ml.so.1"]
+    if version_script:
+        cmd.append(f"-Wl,--version-script={version_script}")
+    tmp = lib + f".{os.getpid()}"
+    subprocess.run(cmd + ["-o", tmp, src, "-lpthread"], check=True)
+    os.replace(tmp, lib)
+    return outdir
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_lib():
+    """Directory holding the fake libnvidia-ml.so.1 (built by .ci/run, or here on first use)."""
+    prebuilt = os.environ.get("FAKE_NVML_LIB_DIR")
+    if prebuilt and os.path.exists(os.path.join(prebuilt, "libnvidia-ml.so.1")):
+        return prebuilt
+    return _build_fake_nvml(os.path.join(CACHE, "fake-nvml", "lib"))
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_old_lib():
+    """A fake driver exporting only core.map's symbols: an old driver missing newer functions."""
+    core = os.path.join(FAKE_NVML_SRC, "core.map")
+    require(os.path.exists(core), f"{core}")
+    return _build_fake_nvml(os.path.join(CACHE, "fake-nvml", "lib-core"), core)
+
+
+def gpu_desc(i, **kw):
+    """One simulated GPU (fake-NVML JSON keys), healthy, idle and 24 GiB unless told otherwise."""
+    desc = {
+        "name": "NVIDIA L4",
+        "uuid": f"GPU-00000000-0000-4000-8000-{i:012x}",
+        "pci_bus_id": f"00000000:{0x10 + i:02X}:00.0",
+        "minor_number": i,
+        "memory_total": "24GiB",
+        "memory_used": 0,
+        "utilization_gpu": 0,
+        "temperature": 40,
+        "compute_capability": "8.9",
+        "numa_node": 0,
+    }
+    desc.update(kw)
+    return desc
+
+
+def uuid_of(i):
+    return f"GPU-00000000-0000-4000-8000-{i:012x}"
+
+
+class Box:
+    """A throw-away host: policy, simulated GPUs, state and runtime dir in one temp directory."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        os.chmod(self.root, 0o755)
+        self.policy = os.path.join(self.root, "policy.yaml")
+        self.gpus_file = os.path.join(self.root, "gpus.json")
+        self.state = os.path.join(self.root, "state", "state.db")
+        self.runtime = os.path.join(self.root, "run")
+        self.lib = None
+
+    def write_gpus(self, gpus, **top):
+        """Describe the GPUs (list of gpu_desc dicts); used by simulated and fake NVML alike."""
+        with open(self.gpus_file, "w") as f:
+            json.dump(dict(top, gpus=gpus), f, indent=1)
+        return self
+
+    def write_policy(self, body, inventory="simulated"):
+        """Write a policy: BODY is YAML for everything after version/inventory."""
+        head = "version: 1\n"
+        if inventory == "simulated":
+            head += "inventory:\n  simulated: gpus.json\n"
+        elif inventory:
+            head += f"inventory: {inventory}\n"
+        with open(self.policy, "w") as f:
+            f.write(head + textwrap.dedent(body))
+        os.chmod(self.policy, 0o644)
+        return self
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        for k in ("CUDA_VISIBLE_DEVICES", "CORTEX_HOOK_UNIT", "JOURNAL_STREAM", "CORTEX_HOOK_DISABLE_PLUGINS",
+                  "INVOCATION_ID"):
+            env.pop(k, None)
+        env.update(CORTEX_HOOK_POLICY=self.policy, CORTEX_HOOK_STATE=self.state,
+                   CORTEX_HOOK_RUNTIME_DIR=self.runtime)
+        if self.lib:
+            env.update(LD_LIBRARY_PATH=self.lib, FAKE_NVML_CONFIG=self.gpus_file)
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def cli(self, *args, env=None, **kw):
+        """Run `python -m cortex_hook ARGS` against this box; returns CompletedProcess (text)."""
+        return subprocess.run([sys.executable, "-m", "cortex_hook", *args], env=env or self.env(),
+                              capture_output=True, text=True, timeout=120, **kw)
+
+    def json(self, *args, expect=0, env=None):
+        r = self.cli(*args, "--json", env=env)
+        assert r.returncode == expect, (r.returncode, r.stdout, r.stderr)
+        return json.loads(r.stdout)
+
+    def env_file(self, unit):
+        return os.path.join(self.runtime, unit + ".env")
+
+
+@pytest.fixture
+def box(tmp_path):
+    """A Box with a simulated inventory."""
+    return Box(tmp_path)
+
+
+@pytest.fixture
+def nvml_box(tmp_path, fake_nvml_lib):
+    """A Box whose inventory is the real nvidia-ml-py talking to the fake driver."""
+    b = Box(tmp_path)
+    b.lib = fake_nvml_lib
+    return b
+
+
+def assert_one_line_error(stderr, *needles):
+    """The error output is exactly one line, no traceback, and mentions every NEEDLE."""
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]

@@ -1,0 +1,194 @@
+"""The hook set: every hook is tested, a third-party plugin found through its entry point can
+answer each of them, plugins can be blocked by name, and a broken plugin fails in one line."""
+
+import os
+import re
+import textwrap
+
+import pytest
+
+from cortex_hook import hookspecs
+from cortex_hook.plugins import iter_entry_points
+
+from .conftest import assert_one_line_error, gpu_desc, uuid_of
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+THIRD_PARTY = '''
+import json, os
+from cortex_hook import hookimpl
+from cortex_hook.model import Reason, ScoreTerm, Selection
+
+
+@hookimpl
+def cortex_server_names():
+    return ["thirdparty"]
+
+
+@hookimpl
+def cortex_check_gpu(request, gpu):
+    if gpu.name.endswith("T4"):
+        return Reason("no-t4", "T4 boards are kept for transcoding")
+
+
+@hookimpl
+def cortex_score_gpu(request, gpu):
+    return ScoreTerm("site_bonus", 1.0 if gpu.index == 2 else 0.0, 10.0, "the site prefers GPU 2")
+
+
+@hookimpl(tryfirst=True)
+def cortex_select_gpus(request, ranked, count):
+    if request.unit.startswith("reverse"):
+        return Selection(list(reversed(ranked))[:count], ["reversed by the site plugin"])
+
+
+@hookimpl
+def cortex_prepare_launch(request, decision, launch):
+    launch.env["SITE_GPU_COUNT"] = str(len(decision.chosen))
+
+
+@hookimpl
+def cortex_decision_made(request, decision):
+    with open(os.environ["SITE_LOG"], "a") as f:
+        f.write(json.dumps({"unit": decision.unit, "gpus": decision.uuids}) + "\\n")
+
+
+@hookimpl
+def cortex_discover_gpus(policy, detail):
+    return None  # never claims the inventory: firstresult falls through to the built-ins
+'''
+
+
+def install_plugin(tmp_path, source, name="site", module="site_plugin", dist="site_plugin-1.0"):
+    """Lay out a plugin the way pip would: a module plus a dist-info with entry_points.txt."""
+    root = tmp_path / "sitepkgs"
+    root.mkdir(exist_ok=True)
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{dist}.dist-info"
+    info.mkdir()
+    (info / "entry_points.txt").write_text(f"[cortex_hook]\n{name} = {module}\n")
+    (info / "METADATA").write_text(f"Name: {dist.split('-')[0]}\nVersion: 1.0\n")
+    return str(root)
+
+
+def test_every_hook_has_a_test():
+    """Each hookspec is exercised by name somewhere in the tests (datasette's rule)."""
+    hooks = [n for n in dir(hookspecs) if n.startswith("cortex_")]
+    source = "".join(open(os.path.join(TESTS, f)).read() for f in os.listdir(TESTS) if f.endswith(".py")
+                     and f != "test_hooks.py")
+    source += THIRD_PARTY
+    missing = [h for h in hooks if not re.search(rf"\bdef {h}\(", source)]
+    assert not missing, f"hooks without a test implementation: {missing}"
+    assert len(hooks) >= 7
+
+
+def test_third_party_plugin_answers_every_hook(box, tmp_path):
+    site = install_plugin(tmp_path, THIRD_PARTY)
+    box.write_gpus([gpu_desc(0, name="NVIDIA T4"), gpu_desc(1), gpu_desc(2), gpu_desc(3)])
+    box.write_policy("services:\n  - match: '*'\n    server: thirdparty\n    gpus: 2\n")
+    log = tmp_path / "decisions.jsonl"
+    env = box.env(PYTHONPATH=site, SITE_LOG=str(log))
+
+    names = box.json("plugins", env=env)["plugins"]
+    assert names["site"] == sorted(n for n in dir(hookspecs) if n.startswith("cortex_"))
+
+    out = box.json("allocate", "chat", env=env)
+    verdicts = {v["index"]: v for v in out["verdicts"]}
+    assert verdicts[0]["reasons"] == [{"code": "no-t4", "text": "T4 boards are kept for transcoding"}]
+    assert out["gpus"][0] == uuid_of(2)  # the site's score term outweighs the rest
+    assert any(t["name"] == "site_bonus" for t in verdicts[2]["terms"])
+    assert out["env"]["SITE_GPU_COUNT"] == "2"
+    assert log.read_text().splitlines() == [f'{{"unit": "chat.service", "gpus": {out["gpus"]!r}}}'.replace("'", '"')]
+
+    assert box.cli("release", "chat", env=env).returncode == 0
+    rev = box.json("plan", "reverse-me", env=env)
+    assert rev["gpus"] == [uuid_of(3), uuid_of(1)]  # ranked 2, 1, 3 (the bonus), reversed
+    assert "reversed by the site plugin" in rev["notes"]
+
+
+def test_plugins_can_be_blocked_by_name(box, tmp_path):
+    site = install_plugin(tmp_path, THIRD_PARTY)
+    box.write_gpus([gpu_desc(0, name="NVIDIA T4", temperature=99)])
+    box.write_policy("services:\n  - match: '*'\n")
+    env = box.env(PYTHONPATH=site, SITE_LOG=str(tmp_path / "log"))
+    assert box.cli("plan", "a", env=env).returncode == 69
+    blocked = box.env(PYTHONPATH=site, SITE_LOG=str(tmp_path / "log"), CORTEX_HOOK_DISABLE_PLUGINS="site,health")
+    out = box.json("plan", "a", env=blocked)
+    assert out["ok"] and out["verdicts"][0]["reasons"] == []
+    listed = box.json("plugins", env=blocked)
+    assert "site" not in listed["plugins"] and "cortex_hook.builtin.health" not in listed["plugins"]
+    assert listed["disabled"] == ["health", "site"]
+
+
+def test_plugin_that_fails_to_load_is_one_line_exit_70(box, tmp_path):
+    site = install_plugin(tmp_path, "raise ImportError('no module named torch')\n", name="broken")
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    r = box.cli("plan", "a", env=box.env(PYTHONPATH=site))
+    assert r.returncode == 70
+    assert_one_line_error(r.stderr, "plugin 'broken'", "failed to load", "no module named torch")
+
+
+def test_plugin_that_raises_in_a_hook(box, tmp_path):
+    source = textwrap.dedent('''
+        from cortex_hook import hookimpl
+
+        @hookimpl
+        def cortex_check_gpu(request, gpu):
+            raise ZeroDivisionError("site bug")
+        ''')
+    site = install_plugin(tmp_path, source, name="buggy")
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    r = box.cli("allocate", "a", env=box.env(PYTHONPATH=site))
+    assert r.returncode == 70
+    assert_one_line_error(r.stderr, "ZeroDivisionError", "site bug", "CORTEX_HOOK_DEBUG")
+    assert box.json("leases", env=box.env(PYTHONPATH=site))["leases"] == []  # nothing half done
+    debug = box.cli("allocate", "a", env=box.env(PYTHONPATH=site, CORTEX_HOOK_DEBUG="1"))
+    assert "Traceback" in debug.stderr
+
+
+def test_misspelt_hook_is_refused(box, tmp_path):
+    source = "from cortex_hook import hookimpl\n\n@hookimpl\ndef cortex_chek_gpu(request, gpu):\n    pass\n"
+    site = install_plugin(tmp_path, source, name="typo")
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    r = box.cli("plan", "a", env=box.env(PYTHONPATH=site))
+    assert r.returncode == 70
+    assert "cortex_chek_gpu" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_entry_point_scan_matches_importlib_metadata(tmp_path):
+    """Our scan (which avoids importing importlib.metadata) finds what importlib.metadata finds."""
+    import importlib.metadata as md
+    site = install_plugin(tmp_path, THIRD_PARTY)
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    (dup / "site_plugin-0.9.dist-info").mkdir()
+    (dup / "site_plugin-0.9.dist-info" / "entry_points.txt").write_text("[cortex_hook]\nold = site_plugin\n")
+    path = [site, str(dup)]
+    ours = sorted((n, v) for n, v, _ in iter_entry_points("cortex_hook", path))
+    theirs = sorted((ep.name, ep.value) for ep in md.distributions(path=path) and
+                    md.EntryPoints(ep for d in _unique(md.distributions(path=path)) for ep in d.entry_points
+                                   if ep.group == "cortex_hook"))
+    assert ours == theirs == [("site", "site_plugin")]  # the first distribution on the path wins
+
+
+def _unique(dists):
+    seen = set()
+    for d in dists:
+        key = d.metadata["Name"].lower().replace("-", "_") if d.metadata["Name"] else d._path.name.split("-")[0]
+        if key not in seen:
+            seen.add(key)
+            yield d
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[cortex_hook]\na = m\n# comment\nb = m.sub:obj\n\n[other]\nc = x\n", [("a", "m"), ("b", "m.sub:obj")]),
+    ("[console_scripts]\nx = y\n", []),
+])
+def test_entry_points_txt_parsing(tmp_path, text, expected):
+    d = tmp_path / "pkg-1.dist-info"
+    d.mkdir()
+    (d / "entry_points.txt").write_text(text)
+    assert [(n, v) for n, v, _ in iter_entry_points("cortex_hook", [str(tmp_path)])] == expected
