@@ -8,9 +8,10 @@ leases, plans, inserts its leases and writes the env file inside one BEGIN IMMED
 import os
 import time
 
+from . import runtime
 from .errors import DriverError, PolicyError, TimeoutExpired, UnavailableError
 from .holders import cgroup_pids, current_holder, lease_alive
-from .model import Request
+from .model import Launch, Request
 
 WAIT_POLL_S = 0.25
 WAIT_REDISCOVER_S = 15.0
@@ -130,11 +131,13 @@ def plan_unit(unit, policy, plugins, state, environ):
     return decision
 
 
-def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid=None, on_wait=None):
-    """Choose GPUs for UNIT, lease them, write its env file; wait if the policy says so.
+def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid=None, on_wait=None,
+             argv=None):
+    """Choose GPUs for UNIT, lease them, write its runtime files; wait if the policy says so.
 
-    Raises UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait` runs out.
-    ON_WAIT(decision, seconds_left) is called while waiting (status lines).
+    Returns (decision, request). ARGV (wrapper modes) is the server command the plugins may
+    rewrite. Raises UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait`
+    runs out. ON_WAIT(decision, seconds_left) is called while waiting (status lines).
     """
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
@@ -142,18 +145,18 @@ def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid
     pids = own_pids(state.leases(unit), holder)
     detail = detail_for(svc, pids)
     if runtime_dir:
-        _prepare_runtime_dir(runtime_dir)
+        runtime.prepare(runtime_dir)
     deadline = None
     gpus, discovered_at, first = None, 0.0, True
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
             (gpus, problem), discovered_at = discover_for(plugins, policy, svc, detail), time.monotonic()
         decision, request = _attempt(unit, svc, policy, plugins, state, environ, runtime_dir,
-                                     holder, pids, gpus, problem, record_refusal=first)
+                                     holder, pids, gpus, problem, argv, record_refusal=first)
         first = False
         if decision.ok:
             plugins.decision_made(request, decision)
-            return decision
+            return decision, request
         if svc.on_unavailable != "wait":
             raise UnavailableError(decision.summary, decision)
         now = time.monotonic()
@@ -168,9 +171,8 @@ def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid
         gpus = None  # nothing changed for a while: ask the driver again (memory may have been freed)
 
 
-def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pids, gpus, problem,
+def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pids, gpus, problem, argv,
              record_refusal):
-    from .envfile import env_file_path, remove_quietly, render_env, write_atomic
     from .planner import plan
 
     with state.write():
@@ -186,27 +188,18 @@ def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pi
             if record_refusal:
                 state.record(unit, "refuse", [], detail, policy.history_limit)
             if runtime_dir:
-                remove_quietly(env_file_path(runtime_dir, unit))
+                runtime.clear_start(runtime_dir, unit)
             return decision, request
         if decision.chosen:
             state.add_leases(unit, decision.uuids, svc.sharing, holder)
+        decision.launch = Launch(argv=list(argv) if argv is not None else None)
         plugins.prepare_launch(request, decision, decision.launch)
         state.remember_gpus(gpus)
         state.record(unit, "allocate", decision.uuids,
                      dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)
-        if runtime_dir:
-            written = env_file_path(runtime_dir, unit)
-            header = f"written by cortex-hook for {unit} at {time.strftime('%Y-%m-%d %H:%M:%S')}; do not edit"
-            # an OutputError here rolls the lease back with the transaction
-            write_atomic(written, render_env(decision.launch.env, header))
+        if runtime_dir:  # an OutputError here rolls the lease back with the transaction
+            runtime.write_start(runtime_dir, unit, decision, holder)
     return decision, request
-
-
-def _prepare_runtime_dir(directory):
-    from .envfile import ensure_runtime_dir
-    from .safety import check_trusted
-    ensure_runtime_dir(directory)
-    check_trusted(directory, "runtime dir")
 
 
 def _wait_for_change(state, until):
@@ -221,10 +214,9 @@ def _wait_for_change(state, until):
 
 
 def release(unit, state, runtime_dir=None, limit=1000):
-    """Give back UNIT's GPUs and remove its env file; idempotent. Returns the UUIDs released."""
-    from .envfile import env_file_path, remove_quietly
+    """Give back UNIT's GPUs and remove its runtime files; idempotent. Returns the UUIDs released."""
     uuids = state.release(unit, limit)
     if runtime_dir:
-        remove_quietly(env_file_path(runtime_dir, unit))
+        runtime.clear_start(runtime_dir, unit)
     return uuids
 

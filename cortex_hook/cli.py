@@ -187,8 +187,8 @@ def cmd_allocate(args):
 
     with _state(args) as state:
         try:
-            decision = allocate(unit, policy, load_plugins(), state, os.environ, _runtime_dir(args),
-                                holder_pid=args.holder_pid, on_wait=waiting)
+            decision, _ = allocate(unit, policy, load_plugins(), state, os.environ, _runtime_dir(args),
+                                   holder_pid=args.holder_pid, on_wait=waiting)
         except UnavailableError as exc:
             if exc.decision is not None:  # the explanation on stdout; stderr gets the one-line error
                 if args.json:

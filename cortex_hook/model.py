@@ -79,6 +79,8 @@ class ServicePolicy:
     on_unavailable: str = "fail"
     wait_seconds: float = 0.0
     install: str | None = None
+    readiness: str | None = None
+    watchdog_seconds: float | None = None
     options: dict = field(default_factory=dict)
 
     @property

@@ -17,9 +17,9 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
-                "topology", "class", "on_unavailable")
+                "topology", "class", "on_unavailable", "install", "readiness", "watchdog")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
-            "services", "history_limit")
+            "services", "history_limit", "isolate")
 HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
                "volatile_uncorrectable_ecc")
 SCORING_KEYS = ("free_memory", "utilization", "temperature")
@@ -28,7 +28,10 @@ CHOICES = {
     "visible_devices": ("uuid", "index"),
     "topology": ("any", "prefer-nvlink", "require-nvlink"),
     "class": ("critical", "normal", "batch"),
+    "install": ("env", "exec", "supervise"),
 }
+_READINESS = re.compile(r"(http://[A-Za-z0-9._-]+:\d{1,5}(/[!-~]*)?|tcp://[A-Za-z0-9._-]+:\d{1,5})")
+_INSTALLABLE = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service|[A-Za-z0-9:_.\\-]+@\*\.service")
 _GLOB_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_.\\@*?[]!")
 _SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 _DEVICE_UUID = re.compile(r"(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
@@ -233,6 +236,9 @@ class _Reader:
         if pol.discovery_timeout <= 0:
             self.fail(node, key, "must be longer than 0s")
 
+    def top_isolate(self, pol, node, key):
+        pol.isolate = self.boolean(node, key, 1)
+
     def top_history_limit(self, pol, node, key):
         pol.history_limit = self.number(node, key, 1, minimum=1, integer=True)
 
@@ -305,9 +311,25 @@ class _Reader:
                 svc.min_free_memory, svc.min_free_fraction = self.memory(vnode, path)
             elif name == "on_unavailable":
                 svc.on_unavailable, svc.wait_seconds = self.on_unavailable(vnode, path)
+            elif name == "readiness":
+                svc.readiness = self.string(vnode, path, 3, "a URL such as http://127.0.0.1:8080/health")
+                if not _READINESS.fullmatch(svc.readiness):
+                    self.fail(vnode, path, "expected http://HOST:PORT/PATH or tcp://HOST:PORT, "
+                                           f"got {svc.readiness!r}")
+            elif name == "watchdog":
+                svc.watchdog_seconds = self.duration(vnode, path, 3)
+                if svc.watchdog_seconds < 1:
+                    self.fail(vnode, path, "must be at least 1s (systemd's WatchdogSec=)")
+            elif name == "install":
+                svc.install = self.choice(vnode, path, 3, CHOICES[name])
             else:
                 value = self.choice(vnode, path, 3, CHOICES[name])
                 setattr(svc, "klass" if name == "class" else name, value)
+        if svc.install and not _INSTALLABLE.fullmatch(svc.match):
+            node_of = {n: v for n, _, v in items}
+            self.fail(node_of["install"], f"{key}.install",
+                      f"needs a unit name or NAME@*.service in match, not {svc.match!r} "
+                      "(the generator cannot list the units other globs would match)")
         return svc
 
     def gpu_count(self, node, key):

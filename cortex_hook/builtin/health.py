@@ -26,7 +26,7 @@ def health_problems(health, gpu):
         reasons.append(Reason("retired-pages", "page retirement pending (needs a GPU reset)"))
     if health.remapped_rows_pending and gpu.remapped_rows_pending:
         reasons.append(Reason("remapped-rows", "row remapping pending (needs a GPU reset)"))
-    if health.remapped_rows_pending and gpu.remapped_rows_failure:
+    if gpu.remapped_rows_failure:  # not switchable: the GPU needs service, pending or not
         reasons.append(Reason("remap-failure", "row remapping failed (the GPU needs service)"))
     limit = health.max_temperature
     if limit is not None and gpu.temperature is not None and gpu.temperature > limit:

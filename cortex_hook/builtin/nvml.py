@@ -185,18 +185,25 @@ class _Reader:
         N = self.N
         out = []
         self.problems = []
-        count = self.q("MIG device count", N.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
         try:
-            for j in range(count):
-                try:
-                    mh = N.nvmlDeviceGetMigDeviceHandleByIndex(handle, j)
-                except N.NVMLError_NotFound:
-                    continue
-                except N.NVMLError_GpuIsLost:
-                    raise _Lost() from None
-                except N.NVMLError as exc:
-                    parent.problems += (f"MIG instance {j}: {exc}",)
-                    continue
+            count = self.q("MIG device count", N.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
+        except _Lost:
+            parent.lost = True
+            return []
+        parent.problems += tuple(self.problems)  # a failed listing must show on the parent
+        for j in range(count):
+            self.problems = []
+            try:
+                mh = N.nvmlDeviceGetMigDeviceHandleByIndex(handle, j)
+            except N.NVMLError_NotFound:
+                continue
+            except N.NVMLError_GpuIsLost:
+                parent.lost = True
+                return []
+            except N.NVMLError as exc:
+                parent.problems += (f"MIG instance {j}: {exc}",)
+                continue
+            try:
                 gpu = Gpu(index=parent.index, uuid=self.q("MIG uuid", N.nvmlDeviceGetUUID, mh),
                           name=self.q("MIG name", N.nvmlDeviceGetName, mh) or parent.name + " MIG",
                           pci_bus_id=parent.pci_bus_id, minor=parent.minor,
@@ -210,23 +217,23 @@ class _Reader:
                 self.memory(gpu, mh)
                 if "processes" in self.detail:
                     gpu.processes = self.processes(mh)
-                gpu.problems = tuple(self.problems)
-                self.problems = []
-                out.append(gpu)
-        except _Lost:
-            parent.lost = True
-            return []
+            except _Lost:  # this instance only
+                gpu = Gpu(index=parent.index, uuid=None, lost=True, parent_uuid=parent.uuid,
+                          mig_index=len(out))
+            gpu.problems = tuple(self.problems)
+            out.append(gpu)
         return out
 
     def topology(self, gpus, handles):
         """NVLink peers and PCIe common-ancestor levels between every pair of whole GPUs."""
         N = self.N
-        self.problems = []
+        answered = {g.uuid: 0 for g in gpus}
         for gpu in gpus:
             gpu.nvlink_peers = frozenset()
         for i, a in enumerate(gpus):
             for b in gpus[i + 1:]:
                 ha, hb = handles[a.uuid], handles[b.uuid]
+                self.problems = []
                 try:
                     level = self.q("PCIe topology", N.nvmlDeviceGetTopologyCommonAncestor, ha, hb)
                     status = self.q("NVLink", N.nvmlDeviceGetP2PStatus, ha, hb, N.NVML_P2P_CAPS_INDEX_NVLINK)
@@ -234,15 +241,18 @@ class _Reader:
                     continue
                 if level is not None:
                     a.topology[b.uuid] = b.topology[a.uuid] = level
+                if not any(p.startswith("NVLink") for p in self.problems):
+                    answered[a.uuid] += 1
+                    answered[b.uuid] += 1
                 if status == N.NVML_P2P_STATUS_OK:
                     a.nvlink_peers |= {b.uuid}
                     b.nvlink_peers |= {a.uuid}
-        if self.problems:  # e.g. an old driver without P2P queries: NVLink is unknown, not absent
-            unique = tuple(dict.fromkeys(self.problems))
-            for gpu in gpus:
-                if any(p.startswith("NVLink") for p in unique):
+                for gpu in (a, b):
+                    gpu.problems += tuple(p for p in self.problems if p not in gpu.problems)
+        if len(gpus) > 1:
+            for gpu in gpus:  # no pair query answered: its NVLink is unknown, not absent
+                if not answered[gpu.uuid]:
                     gpu.nvlink_peers = None
-                gpu.problems += unique
 
 
 def _text(value):

@@ -52,15 +52,27 @@ class _Builder:
         if doc.get("init_error"):
             from ..errors import DriverError
             raise DriverError(f"simulated driver: init failed ({doc['init_error']})")
+        described = doc["gpus"]
+        count = doc.get("count", len(described))
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0 or (count and not described):
+            self.fail("count", f"expected a number of GPUs (with at least one description), got {count!r}")
         gpus, whole = [], []
-        for i, desc in enumerate(doc["gpus"]):
+        for i in range(count):
+            # as the fake driver does: a count beyond the list repeats the last description,
+            # each copy with its own identity (UUID, PCI bus id, minor number)
+            desc = described[min(i, len(described) - 1)]
             if not isinstance(desc, dict):
                 self.fail(f"gpus[{i}]", "expected a mapping describing one GPU")
-            gpu = self.gpu(i, desc, f"gpus[{i}]")
+            if i >= len(described):
+                desc = {k: v for k, v in desc.items() if k not in ("uuid", "pci_bus_id", "minor_number", "serial")}
+            gpu = self.gpu(i, desc, f"gpus[{min(i, len(described) - 1)}]")
             whole.append((gpu, desc))
             gpus.append(gpu)
             if gpu.mig_enabled and not gpu.lost:
-                gpus.extend(self.mig_devices(gpu, desc, f"gpus[{i}]"))
+                instances = self.mig_devices(gpu, desc, f"gpus[{i}]")
+                if "memory_used" not in desc:  # the driver counts its instances' memory as used
+                    self.add_instances_memory(gpu, instances)
+                gpus.extend(instances)
         self.link(whole)
         assign_cuda_indices(gpus)
         return gpus
@@ -163,6 +175,14 @@ class _Builder:
             self.memory(gpu, m, w, procs)
             out.append(gpu)
         return out
+
+    @staticmethod
+    def add_instances_memory(parent, instances):
+        used = sum(g.memory_used or 0 for g in instances)
+        parent.processes = tuple(parent.processes or ()) + tuple(p for g in instances for p in g.processes or ())
+        if parent.memory_total is not None:
+            parent.memory_used = min((parent.memory_used or 0) + used, parent.memory_total)
+            parent.memory_free = max(0, (parent.memory_free or 0) - used)
 
     def link(self, whole):
         """NVLink peers (mirrored when only one side declares them) and PCIe levels."""

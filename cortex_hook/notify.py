@@ -1,0 +1,47 @@
+"""sd_notify messages (through the sdnotify package): STATUS=, READY=1, WATCHDOG=1, STOPPING=1."""
+
+import os
+
+
+class Notifier:
+    """Talks to $NOTIFY_SOCKET when systemd gave one; otherwise prints STATUS lines to stderr."""
+
+    def __init__(self):
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._sd = None
+        if self.enabled:
+            import sdnotify
+            self._sd = sdnotify.SystemdNotifier()
+        self.last_status = None
+
+    def send(self, *fields):
+        """Send FIELDS (e.g. "READY=1", "STATUS=…") as one datagram."""
+        if self._sd is not None:
+            self._sd.notify("\n".join(fields))
+
+    def status(self, text, *more):
+        """Set the STATUS= line (one line; also echoed to the journal when it changes)."""
+        line = " ".join(str(text).split())
+        if line != self.last_status:
+            from .log import NOTICE, log
+            log(NOTICE, f"cortex-hook: {line}")
+            self.last_status = line
+        self.send(*more, f"STATUS={line}")
+
+    def ready(self, text):
+        self.status(text, "READY=1")
+
+    def watchdog(self):
+        self.send("WATCHDOG=1")
+
+    def stopping(self, text):
+        self.status(text, "STOPPING=1")
+
+
+def watchdog_interval():
+    """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None when not asked for."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2e6

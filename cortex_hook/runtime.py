@@ -1,0 +1,86 @@
+"""The runtime dir (/run/cortex-hook): per unit, the env file systemd reads and the decision
+record the wrapper reuses.
+
+`UNIT.env` is what `EnvironmentFile=-/run/cortex-hook/%n.env` reads. `UNIT.json` records the
+decision of `ExecStartPre=+cortex-hook allocate` for this start (its invocation id, the chosen
+GPUs and the environment), so that `cortex-hook exec|supervise` in ExecStart= of the same start,
+possibly running as the unit's User=, reuses it without asking the driver or writing the state.
+"""
+
+import json
+import os
+import time
+
+from .envfile import (  # noqa: F401  (runtime_dir and DEFAULT_RUNTIME_DIR re-exported)
+    DEFAULT_RUNTIME_DIR, ensure_runtime_dir, env_file_path, remove_quietly, render_env, runtime_dir,
+    write_atomic)
+from .model import Gpu
+
+RECORD_VERSION = 1
+
+
+def record_path(directory, unit):
+    """Where UNIT's decision record lives."""
+    return os.path.join(directory, unit + ".json")
+
+
+def prepare(directory):
+    """Create the runtime dir if needed and refuse it unless only root can change it."""
+    from .safety import check_trusted
+    ensure_runtime_dir(directory)
+    check_trusted(directory, "runtime dir")
+
+
+def write_start(directory, unit, decision, holder):
+    """Write UNIT's decision record and env file (record first: the env file is the commit)."""
+    record = {
+        "version": RECORD_VERSION, "unit": unit, "at": time.time(),
+        "invocation": holder.invocation, "boot_id": holder.boot_id,
+        "service": decision.service.position, "fallback": decision.fallback,
+        "chosen": [gpu_to_dict(g) for g in decision.chosen], "env": decision.launch.env,
+        "priorities": [v.priority for v in decision.verdicts if v.selected],
+        "notes": list(decision.notes), "summary": decision.summary,
+    }
+    write_atomic(record_path(directory, unit), json.dumps(record, sort_keys=True) + "\n")
+    header = f"written by cortex-hook for {unit} at {time.strftime('%Y-%m-%d %H:%M:%S')}; do not edit"
+    write_atomic(env_file_path(directory, unit), render_env(decision.launch.env, header))
+
+
+def read_record(directory, unit):
+    """UNIT's decision record, or None if there is none or it cannot be read."""
+    try:
+        with open(record_path(directory, unit), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION or record.get("unit") != unit:
+        return None
+    return record
+
+
+def clear_start(directory, unit):
+    """Remove UNIT's env file and decision record (idempotent)."""
+    removed = remove_quietly(env_file_path(directory, unit))
+    return remove_quietly(record_path(directory, unit)) or removed
+
+
+def gpu_to_dict(gpu):
+    """A Gpu as plain JSON data."""
+    out = {name: getattr(gpu, name) for name in Gpu.__dataclass_fields__}
+    out["nvlink_peers"] = sorted(gpu.nvlink_peers) if gpu.nvlink_peers is not None else None
+    out["processes"] = [[p.pid, p.used_memory] for p in gpu.processes] if gpu.processes is not None else None
+    out["problems"] = list(gpu.problems)
+    return out
+
+
+def gpu_from_dict(data):
+    """Inverse of gpu_to_dict."""
+    from .model import Process
+    fields = {k: v for k, v in data.items() if k in Gpu.__dataclass_fields__}
+    if fields.get("nvlink_peers") is not None:
+        fields["nvlink_peers"] = frozenset(fields["nvlink_peers"])
+    if fields.get("processes") is not None:
+        fields["processes"] = tuple(Process(pid, mem) for pid, mem in fields["processes"])
+    fields["problems"] = tuple(fields.get("problems") or ())
+    return Gpu(**fields)
+
