@@ -176,6 +176,8 @@ def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pi
     from .planner import plan
 
     with state.write():
+        if state.history_limit() != policy.history_limit:
+            state.set_history_limit(policy.history_limit)
         state.reap(lease_alive, policy.history_limit, exclude_unit=unit)
         state.drop_leases(unit)  # this start supersedes whatever the unit held before
         snapshot = state.snapshot()
@@ -197,8 +199,16 @@ def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pi
         state.remember_gpus(gpus)
         state.record(unit, "allocate", decision.uuids,
                      dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)
+        isolated = bool(policy.isolate and holder.cgroup and decision.chosen)
+        if policy.isolate and not holder.cgroup:
+            decision.notes.append("isolate: not applied (not running inside the unit under systemd)")
         if runtime_dir:  # an OutputError here rolls the lease back with the transaction
-            runtime.write_start(runtime_dir, unit, decision, holder)
+            runtime.write_start(runtime_dir, unit, decision, holder, isolated)
+        if isolated:
+            from . import isolation
+            isolation.apply(unit, decision.chosen)
+            decision.notes.append("isolate: the unit's device cgroup allows only " +
+                                  ", ".join(e.split()[0] for e in isolation.allow_list(decision.chosen)))
     return decision, request
 
 
@@ -213,10 +223,16 @@ def _wait_for_change(state, until):
     return False
 
 
-def release(unit, state, runtime_dir=None, limit=1000):
-    """Give back UNIT's GPUs and remove its runtime files; idempotent. Returns the UUIDs released."""
-    uuids = state.release(unit, limit)
+def release(unit, state, runtime_dir=None):
+    """Give back UNIT's GPUs and remove its runtime files; idempotent. Returns the UUIDs released.
+
+    Needs no policy (it runs in ExecStopPost=, even when the policy is broken)."""
+    uuids = state.release(unit)
     if runtime_dir:
+        record = runtime.read_record(runtime_dir, unit)
         runtime.clear_start(runtime_dir, unit)
+        if record and record.get("isolated"):
+            from . import isolation
+            isolation.lift(unit)
     return uuids
 

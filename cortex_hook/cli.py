@@ -86,6 +86,29 @@ def build_parser():
     s.add_argument("file", nargs="?")
     s = cmd("plugins", "list loaded plugins and the hooks each implements")
     s.add_argument("--json", action="store_true")
+    s = cmd("install", "write the drop-in that puts cortex-hook in front of UNIT")
+    s.add_argument("unit", help="a service, or a template such as vllm@.service (every instance)")
+    s.add_argument("--mode", choices=("env", "exec", "supervise"), default="env",
+                   help="env: env file only; exec: the wrapper becomes the server; "
+                        "supervise: the wrapper stays and tells systemd when the server is ready")
+    s.add_argument("--root", default="/", help="install into this root (image builds, tests)")
+    s.add_argument("--program", help="path of cortex-hook to write into the drop-in (default: this one)")
+    s.add_argument("--dry-run", action="store_true", help="print the drop-in instead of writing it")
+    s = cmd("uninstall", "remove the drop-in cortex-hook wrote for UNIT")
+    s.add_argument("unit")
+    s.add_argument("--root", default="/")
+    s = cmd("install-generator", "install the systemd generator (drop-ins from the policy's install: keys)")
+    s.add_argument("--root", default="/")
+    s.add_argument("--program", help="path of cortex-hook the generated drop-ins call")
+    s = cmd("generate", "the generator itself (systemd runs it with NORMAL_DIR EARLY_DIR LATE_DIR)")
+    s.add_argument("dirs", nargs="+", metavar="DIR")
+    s.add_argument("--program", help=argparse.SUPPRESS)
+    for name, text in (("exec", "allocate (or reuse this start's lease), then become the server"),
+                       ("supervise", "run the server, report STATUS=/READY=1/WATCHDOG=1 to systemd")):
+        s = cmd(name, text)
+        s.add_argument("--unit", required=True)
+        s.add_argument("--argv0", help="argv[0] for the server (from an ExecStart=@ line)")
+        s.add_argument("server", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
     s = cmd("demo", "run the main job on a simulated 6-GPU box with a sample policy")
     s.add_argument("--keep", metavar="DIR", help="keep the demo's state and env files in DIR")
     return p
@@ -355,13 +378,111 @@ def cmd_plugins(args):
     return 0
 
 
+def _install_options(args, program=None):
+    """Where installed commands find their files: explicit flags or environment win over defaults."""
+    from .dropin import Options, program_path
+    return Options(program or getattr(args, "program", None) or program_path(),
+                   policy=args.policy or os.environ.get("CORTEX_HOOK_POLICY"),
+                   state=args.state or os.environ.get("CORTEX_HOOK_STATE"),
+                   runtime_dir=_runtime_dir(args))
+
+
+def _policy_service(args, unit):
+    """The policy's service for UNIT when the policy can be read (for WatchdogSec=), else None."""
+    from .policy import load_policy
+    try:
+        return load_policy(args.policy).service_for(unit.replace("@.service", "@x.service"))
+    except CortexError:
+        return None
+
+
+def cmd_install(args):
+    """Write (or print) a unit's drop-in."""
+    from .dropin import install, validate_target
+    unit = validate_target(args.unit)
+    path, text = install(unit, args.mode, _install_options(args), root=args.root, dry_run=args.dry_run,
+                         service=_policy_service(args, unit))
+    if args.dry_run:
+        print(f"# {path}")
+        print(text, end="")
+    else:
+        print(f"wrote {path}; now: systemctl daemon-reload && systemctl restart {unit}")
+    return 0
+
+
+def cmd_uninstall(args):
+    """Remove a unit's drop-in."""
+    from .dropin import uninstall
+    path = uninstall(args.unit, root=args.root)
+    print(f"removed {path}; now: systemctl daemon-reload" if path else f"{args.unit}: no cortex-hook drop-in")
+    return 0
+
+
+GENERATOR_SCRIPT = """#!{python} -I
+# The cortex-hook systemd generator, written by `cortex-hook install-generator`.
+# systemd runs it at boot and on every daemon-reload; it writes drop-ins for the
+# policy's services that have `install:`. It never asks the GPU driver and never fails.
+import sys
+from cortex_hook.cli import main
+sys.exit(main({argv!r} + sys.argv[1:]))
+"""
+
+
+def cmd_install_generator(args):
+    """Install the generator script into ROOT/etc/systemd/system-generators."""
+    from .envfile import write_atomic
+    options = _install_options(args)
+    argv = []
+    for flag, value in (("--policy", options.policy), ("--state", options.state),
+                        ("--runtime-dir", options.runtime_dir)):
+        if value:
+            argv += [flag, os.path.abspath(value)]
+    argv += ["generate", "--program", options.program]
+    directory = os.path.join(args.root, "etc/systemd/system-generators")
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    path = os.path.join(directory, "cortex-hook-generator")
+    write_atomic(path, GENERATOR_SCRIPT.format(python=os.path.realpath(sys.executable), argv=argv), mode=0o755)
+    print(f"wrote {path}; now: systemctl daemon-reload")
+    return 0
+
+
+def cmd_generate(args):
+    """Run as a systemd generator; always exits 0."""
+    from .generator import main as generator_main
+    from .policy import policy_path
+
+    def options():
+        return _install_options(args, args.program), policy_path(args.policy), _runtime_dir(args)
+    return generator_main(args.dirs, options)
+
+
+def _server_argv(args):
+    argv = list(args.server)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    return argv
+
+
+def cmd_exec(args):
+    """Become the server."""
+    from .launch import run_exec
+    run_exec(_unit(args.unit), _server_argv(args), args.argv0, args)
+    return 0
+
+
+def cmd_supervise(args):
+    """Run and supervise the server."""
+    from .launch import run_supervise
+    return run_supervise(_unit(args.unit), _server_argv(args), args.argv0, args)
+
+
 def cmd_demo(args):
     """The embedded demo."""
     from .demo.run import run_demo
     return run_demo(args.keep)
 
 
-COMMANDS = {name[4:]: fn for name, fn in globals().items() if name.startswith("cmd_")}
+COMMANDS = {name[4:].replace("_", "-"): fn for name, fn in globals().items() if name.startswith("cmd_")}
 
 
 def main(argv=None):

@@ -107,7 +107,9 @@ def render(unit, mode, options, root="/", files=None, service=None):
         files = files or UnitFiles(unit, root, skip_dropin=DROPIN_NAME)
         lines += ["ExecStart=", f"ExecStart={wrapped_exec_start(unit, mode, files, options)}"]
     if mode == "supervise":
-        lines += ["Type=notify", "NotifyAccess=main"]
+        # KillMode=mixed: SIGTERM goes to the wrapper only, which passes it on once (a second
+        # SIGTERM makes some servers skip their graceful shutdown); SIGKILL still reaches all.
+        lines += ["Type=notify", "NotifyAccess=main", "KillMode=mixed"]
         if service is not None and getattr(service, "watchdog_seconds", None):
             lines.append(f"WatchdogSec={service.watchdog_seconds:g}s")
     return "\n".join(lines) + "\n"
@@ -117,13 +119,16 @@ def dropin_path(root, unit, base="/etc/systemd/system"):
     return os.path.join(root, base.lstrip("/"), unit + ".d", DROPIN_NAME)
 
 
-def install(unit, mode, options, root="/", dry_run=False):
-    """Write (or with DRY_RUN return) UNIT's drop-in; idempotent. Returns (path, text)."""
+def install(unit, mode, options, root="/", dry_run=False, service=None):
+    """Write (or with DRY_RUN return) UNIT's drop-in; idempotent. Returns (path, text).
+
+    SERVICE (the policy's entry for the unit, if known) adds its `watchdog:` as WatchdogSec=.
+    """
     unit = validate_target(unit)
     files = UnitFiles(unit, root, skip_dropin=DROPIN_NAME)
     if files.main is None:
         raise UsageError(f"{unit}: no unit file found under {root} (systemd's search path)")
-    text = render(unit, mode, options, root, files)
+    text = render(unit, mode, options, root, files, service)
     path = dropin_path(root, unit)
     if dry_run:
         return path, text

@@ -61,6 +61,14 @@ def cortex_prepare_launch(request, decision, launch):
     """Add to `launch.env` and rewrite `launch.argv` (None in env-file mode) for the decision."""
 
 
+@hookspec(firstresult=True)
+def cortex_readiness_probe(request, launch):
+    """Return the readiness probe (see cortex_hook.probe) for the server about to run, or None.
+
+    `supervise` sends READY=1 only once it reports ready, and feeds the watchdog while it does.
+    """
+
+
 @hookspec
 def cortex_decision_made(request, decision):
     """Told about every decision made by `allocate` (after its lease is committed)."""

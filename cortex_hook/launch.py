@@ -146,11 +146,6 @@ class Supervisor:
 
     def run(self):
         """Start, wait for ready, keep the watchdog fed, stop; returns the exit code."""
-        import subprocess
-
-        from .notify import watchdog_interval
-        from .probe import FAILED, READY, ProbeResult
-
         for sig in FORWARD_SIGNALS:
             signal.signal(sig, self._on_signal)
         self.notify.status(f"allocating GPUs for {self.unit}…")
@@ -167,8 +162,31 @@ class Supervisor:
         if self.argv0:
             final[0] = self.argv0
         self.notify.status(f"starting {os.path.basename(program)} on {where}")
-        if self.stopping:
-            return 0
+        try:
+            if self.stopping:
+                return 0
+            return self._run_child(p, probe, where, program, final, env)
+        finally:
+            if not p.reused:  # we took the lease ourselves (no ExecStartPre): give it back
+                self._release()
+
+    def _release(self):
+        from .allocation import release
+        from .runtime import runtime_dir
+        from .state import State
+        try:
+            with State.open(self.args.state, create=False) as state:
+                release(self.unit, state, runtime_dir(self.args.runtime_dir))
+        except CortexError as exc:
+            from .log import WARNING, log
+            log(WARNING, f"cortex-hook: could not release {self.unit}: {exc}")
+
+    def _run_child(self, p, probe, where, program, final, env):
+        import subprocess
+
+        from .notify import watchdog_interval
+        from .probe import FAILED, READY, ProbeResult
+
         self.child = subprocess.Popen(final, executable=program, env=env)
         try:
             self.pidfd = os.pidfd_open(self.child.pid)

@@ -8,16 +8,28 @@ class Notifier:
 
     def __init__(self):
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
-        self._sd = None
+        self._socket = None
+        self._failed = False
         if self.enabled:
             import sdnotify
-            self._sd = sdnotify.SystemdNotifier()
+            self._socket = sdnotify.SystemdNotifier().socket  # connected (abstract names handled)
         self.last_status = None
 
     def send(self, *fields):
-        """Send FIELDS (e.g. "READY=1", "STATUS=…") as one datagram."""
-        if self._sd is not None:
-            self._sd.notify("\n".join(fields))
+        """Send FIELDS (e.g. "READY=1", "STATUS=…") as one datagram.
+
+        Encoded as UTF-8 here: sdnotify's own notify() encodes latin-1 and silently drops any
+        message it cannot encode (a STATUS with "…" or a non-ASCII unit name would lose READY=1).
+        """
+        if self._socket is None:
+            return
+        try:
+            self._socket.sendall("\n".join(fields).encode("utf-8"))
+        except OSError as exc:
+            if not self._failed:
+                from .log import WARNING, log
+                log(WARNING, f"cortex-hook: cannot notify systemd: {exc}")
+                self._failed = True
 
     def status(self, text, *more):
         """Set the STATUS= line (one line; also echoed to the journal when it changes)."""

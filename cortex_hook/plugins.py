@@ -118,6 +118,10 @@ class Plugins:
         """Let every plugin add to LAUNCH (cuda env first, then server plugins)."""
         self.pm.hook.cortex_prepare_launch(request=request, decision=decision, launch=launch)
 
+    def readiness_probe(self, request, launch):
+        """The first plugin's readiness probe for the server about to run, or None."""
+        return self.pm.hook.cortex_readiness_probe(request=request, launch=launch)
+
     def decision_made(self, request, decision):
         """Tell every plugin about a committed decision."""
         self.pm.hook.cortex_decision_made(request=request, decision=decision)

@@ -31,19 +31,24 @@ def prepare(directory):
     check_trusted(directory, "runtime dir")
 
 
-def write_start(directory, unit, decision, holder):
+def write_start(directory, unit, decision, holder, isolated=False):
     """Write UNIT's decision record and env file (record first: the env file is the commit)."""
     record = {
-        "version": RECORD_VERSION, "unit": unit, "at": time.time(),
+        "version": RECORD_VERSION, "unit": unit, "at": time.time(), "isolated": isolated,
         "invocation": holder.invocation, "boot_id": holder.boot_id,
         "service": decision.service.position, "fallback": decision.fallback,
         "chosen": [gpu_to_dict(g) for g in decision.chosen], "env": decision.launch.env,
         "priorities": [v.priority for v in decision.verdicts if v.selected],
         "notes": list(decision.notes), "summary": decision.summary,
     }
-    write_atomic(record_path(directory, unit), json.dumps(record, sort_keys=True) + "\n")
     header = f"written by cortex-hook for {unit} at {time.strftime('%Y-%m-%d %H:%M:%S')}; do not edit"
-    write_atomic(env_file_path(directory, unit), render_env(decision.launch.env, header))
+    text = render_env(decision.launch.env, header)
+    write_atomic(record_path(directory, unit), json.dumps(record, sort_keys=True) + "\n")
+    try:
+        write_atomic(env_file_path(directory, unit), text)
+    except BaseException:
+        remove_quietly(record_path(directory, unit))  # no record of a start that holds no lease
+        raise
 
 
 def read_record(directory, unit):

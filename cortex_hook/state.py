@@ -60,8 +60,18 @@ CREATE TABLE gpu_seen (
 );
 """
 
+# v2: settings the policy gives that commands without the policy still honour (release runs in
+# ExecStopPost= and must work even when the policy is broken): the history limit.
+_V2 = """
+CREATE TABLE setting (
+    key     TEXT PRIMARY KEY,
+    value   TEXT NOT NULL
+);
+"""
+
 # MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
-MIGRATIONS = (_V1,)
+MIGRATIONS = (_V1, _V2)
+DEFAULT_HISTORY_LIMIT = 1000
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -260,7 +270,7 @@ class State:
             c.execute("DELETE FROM lease WHERE unit = ?", (unit,))
         return uuids
 
-    def release(self, unit, limit=1000):
+    def release(self, unit, limit=None):
         """Drop UNIT's leases and record it; idempotent. Returns the UUIDs released."""
         with self.write():
             uuids = self.drop_leases(unit)
@@ -268,7 +278,7 @@ class State:
                 self.record(unit, "release", uuids, {}, limit)
         return uuids
 
-    def reap(self, alive, limit=1000, exclude_unit=None):
+    def reap(self, alive, limit=None, exclude_unit=None):
         """Drop leases whose holder is gone (ALIVE(lease) is False); returns them."""
         with self.write() as c:
             gone = [l for l in self.leases() if l.unit != exclude_unit and not alive(l)]
@@ -280,9 +290,21 @@ class State:
         return gone
 
     # -- history --------------------------------------------------------------------------------
-    def record(self, unit, action, uuids, detail, limit):
-        """Append to the history and keep only the last LIMIT rows."""
+    def set_history_limit(self, limit):
+        """Remember the policy's history limit for commands that run without the policy."""
         with self.write() as c:
+            c.execute("INSERT OR REPLACE INTO setting (key, value) VALUES ('history_limit', ?)", (str(limit),))
+
+    def history_limit(self):
+        """The history limit the last allocation recorded (default 1000)."""
+        row = self.conn.execute("SELECT value FROM setting WHERE key = 'history_limit'").fetchone()
+        return int(row[0]) if row else DEFAULT_HISTORY_LIMIT
+
+    def record(self, unit, action, uuids, detail, limit=None):
+        """Append to the history and keep only the last LIMIT rows (default: the recorded limit)."""
+        with self.write() as c:
+            if limit is None:
+                limit = self.history_limit()
             cur = c.execute("INSERT INTO history (at, unit, action, gpus, detail) VALUES (?, ?, ?, ?, ?)",
                             (time.time(), unit, action, ",".join(uuids), json.dumps(detail, sort_keys=True)))
             c.execute("DELETE FROM history WHERE id <= ?", (cur.lastrowid - limit,))

@@ -32,8 +32,8 @@ def exec_word(value):
     if not isinstance(value, str) or "\0" in value:
         raise UsageError(f"cannot put {value!r} into a unit file")
     text = value.replace("$", "$$").replace("%", "%%")
-    if text and _PLAIN_WORD.fullmatch(text) and text[0] not in "-@:+!":
-        return text
+    if text and _PLAIN_WORD.fullmatch(text):  # (prefix characters only matter on the first word,
+        return text                            # which is always our absolute program path)
     out = []
     for ch in text:
         if ch in _C_ESCAPES:

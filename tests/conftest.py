@@ -164,3 +164,43 @@ def assert_one_line_error(stderr, *needles):
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+_sandboxes = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="session")
+def service_venv():
+    """cortex-hook installed (editable) into a venv of the system Python, which every user can run:
+    what a unit with User= executes. Built once under .cache/service-venv."""
+    system_python = shutil.which("python3", path="/usr/bin:/bin")
+    require(system_python, "a system python3 in /usr/bin (services with User= cannot run /root/.pyenv)")
+    path = os.path.join(CACHE, "service-venv")
+    marker = os.path.join(path, ".installed")
+    stamp = str(os.path.getmtime(os.path.join(REPO, "pyproject.toml")))
+    if not (os.path.exists(marker) and open(marker).read() == stamp):
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([system_python, "-m", "venv", path], check=True)
+        subprocess.run([os.path.join(path, "bin", "pip"), "install", "--quiet", "--disable-pip-version-check",
+                        "-e", REPO], check=True)
+        with open(marker, "w") as f:
+            f.write(stamp)
+    for d in (CACHE, path):
+        os.chmod(d, 0o755)
+    return path
+
+
+@pytest.fixture
+def sandbox(tmp_path, service_venv):
+    """A real systemd (sd-sandbox) of our own, always brought down, even when the test fails."""
+    require(os.path.exists(SD_SANDBOX), f"sd-sandbox ({SD_SANDBOX})")
+    require(os.geteuid() == 0, "root (sd-sandbox boots systemd in namespaces)")
+    require(shutil.which("nsenter") and shutil.which("unshare"), "nsenter/unshare (util-linux)")
+    from .sandbox import Sandbox
+    os.chmod(tmp_path, 0o755)  # services running as User=nobody read and write files here
+    sb = Sandbox(f"chk{os.getpid()}n{next(_sandboxes)}", tmp_path / "sdsb", service_venv)
+    sb.up()
+    try:
+        yield sb
+    finally:
+        sb.down()

@@ -54,6 +54,13 @@ def cortex_decision_made(request, decision):
 
 
 @hookimpl
+def cortex_readiness_probe(request, launch):
+    if request.service.server == "thirdparty" and os.environ.get("SITE_PORT"):
+        from cortex_hook.probe import TcpProbe
+        return TcpProbe("127.0.0.1", int(os.environ["SITE_PORT"]))
+
+
+@hookimpl
 def cortex_discover_gpus(policy, detail):
     return None  # never claims the inventory: firstresult falls through to the built-ins
 '''
@@ -192,3 +199,28 @@ def test_entry_points_txt_parsing(tmp_path, text, expected):
     d.mkdir()
     (d / "entry_points.txt").write_text(text)
     assert [(n, v) for n, v, _ in iter_entry_points("cortex_hook", [str(tmp_path)])] == expected
+
+
+def test_third_party_readiness_probe_gates_supervise(box, tmp_path):
+    """A plugin's probe decides when `supervise` reports ready (here: a TCP probe on SITE_PORT)."""
+    from .test_wrappers import STANDIN, free_port, read_until
+    import signal
+    import subprocess
+    import sys
+    site = install_plugin(tmp_path, THIRD_PARTY)
+    port = free_port()
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n    server: thirdparty\n")
+    env = box.env(PYTHONPATH=site, SITE_LOG=str(tmp_path / "log"), SITE_PORT=port)
+    proc = subprocess.Popen([sys.executable, "-m", "cortex_hook", "supervise", "--unit", "chat", "--",
+                             sys.executable, STANDIN, "--port", str(port)], env=env, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        lines = read_until(proc.stderr, "ready on")
+        assert any(f"waiting for port {port}: not listening yet" in l for l in lines) or \
+            lines[-1].endswith("(priority -)")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -309,7 +309,7 @@ def provision_llama(ctx: Ctx) -> list[str]:
     tools_py = ctx.venv(cache / "venv-tools", tools, "llama: tools venv")
     cmake = shutil.which("cmake") or str(tools_py.parent / "cmake")
 
-    src_root = cache / "src"
+    src_root = cache / "src-llama"
     src = src_root / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}"
     build = cache / "build" / "llama.cpp"
     for d in (src, build):
@@ -348,7 +348,7 @@ def provision_llama(ctx: Ctx) -> list[str]:
     tmp_gguf.replace(gguf_path)
 
     # Keep the sdist (re-download is slow) but drop source tree and build dir (~0.5 GB).
-    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(src_root, ignore_errors=True)
     shutil.rmtree(cache / "build", ignore_errors=True)
     return ["bin/llama-server", "models/tiny-llama.gguf"]
 
