@@ -192,6 +192,8 @@ def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pi
             if runtime_dir:
                 runtime.clear_start(runtime_dir, unit)
             return decision, request
+        if runtime_dir:
+            _refuse_env_file_clash(unit, snapshot)
         if decision.chosen:
             state.add_leases(unit, decision.uuids, svc.sharing, holder)
         decision.launch = Launch(argv=list(argv) if argv is not None else None)
@@ -221,6 +223,17 @@ def _wait_for_change(state, until):
         if c.execute("PRAGMA data_version").fetchone()[0] != start:
             return True
     return False
+
+
+def _refuse_env_file_clash(unit, snapshot):
+    """Two units whose names differ only in backslashes would read the same env file."""
+    from .envfile import env_file_name
+    from .errors import UsageError
+    mine = env_file_name(unit)
+    for lease in snapshot.leases:
+        if lease.unit != unit and env_file_name(lease.unit) == mine:
+            raise UsageError(f"{unit} and {lease.unit} would read the same env file {mine} (systemd reads "
+                             "EnvironmentFile= as a glob, where a backslash escapes); rename one of them")
 
 
 def release(unit, state, runtime_dir=None):

@@ -79,10 +79,10 @@ def wrapped_exec_start(unit, mode, files, options):
                          + (" (it already talks sd_notify: use --mode exec or env)" if unit_type == "notify"
                             else " (use --mode env)"))
     value, path, line = starts[0]
-    if os.path.basename(options.program) in value and " -- " in value:
-        raise UsageError(f"{unit}: ExecStart= in {path}:{line} is already wrapped by cortex-hook")
     prefixes, command = split_prefixes(value)
     words = split_words(command)
+    if words and os.path.basename(words[0].strip("\"'")) == "cortex-hook":
+        raise UsageError(f"{unit}: ExecStart= in {path}:{line} is already wrapped by cortex-hook")
     head = options.command(mode, "--unit", "%n")
     if "@" in prefixes:  # `@/usr/bin/x NAME args`: NAME is argv[0]; the wrapper does that now
         if len(words) < 2:

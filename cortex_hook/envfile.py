@@ -21,9 +21,20 @@ def runtime_dir(explicit=None):
     return explicit or os.environ.get("CORTEX_HOOK_RUNTIME_DIR") or DEFAULT_RUNTIME_DIR
 
 
+def env_file_name(unit):
+    """The file name `EnvironmentFile=-DIR/%n.env` really reads for UNIT.
+
+    systemd expands EnvironmentFile= paths as globs, where a backslash escapes the next
+    character: for `vllm@my\\x2dmodel.service` (systemd-escape's output) it reads
+    `vllm@myx2dmodel.service.env`. Unit names cannot hold `*?[`, so dropping the backslashes
+    gives exactly the name the glob matches.
+    """
+    return re.sub(r"\\(.)", r"\1", unit) + ".env"
+
+
 def env_file_path(directory, unit):
     """Where UNIT's env file lives (UNIT must already be a validated unit name)."""
-    return os.path.join(directory, unit + ".env")
+    return os.path.join(directory, env_file_name(unit))
 
 
 def check_env(env):

@@ -232,3 +232,18 @@ def test_demo_runs(tmp_path):
 def tempfile_dir():
     import tempfile
     return tempfile.gettempdir()
+
+
+def test_env_file_name_is_what_systemds_glob_reads(box):
+    """systemd reads EnvironmentFile= as a glob: `%n.env` for an escaped name drops its backslashes."""
+    from cortex_hook.envfile import env_file_name
+    assert env_file_name("vllm@my\\x2dmodel.service") == "vllm@myx2dmodel.service.env"
+    assert env_file_name("chat.service") == "chat.service.env"
+    box.write_gpus([gpu_desc(0), gpu_desc(1)])
+    box.write_policy("services:\n  - match: '*'\n")
+    assert box.cli("allocate", "vllm@my\\x2dmodel").returncode == 0
+    assert os.path.exists(os.path.join(box.runtime, "vllm@myx2dmodel.service.env"))
+    clash = box.cli("allocate", "vllm@myx2dmodel")
+    assert clash.returncode == 2
+    assert_one_line_error(clash.stderr, "would read the same env file vllm@myx2dmodel.service.env")
+    assert [l["unit"] for l in box.json("leases")["leases"]] == ["vllm@my\\x2dmodel.service"]

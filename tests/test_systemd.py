@@ -40,7 +40,9 @@ class Host:
         return ["--policy", self.box.policy, "--state", self.box.state]
 
     def cortex(self, *args, check=True):
-        return self.sb.cortex(*self.flags(), *args, check=check)
+        """cortex-hook at the sandbox's shell (which, unlike units, lacks the manager's environment)."""
+        driver = [f"LD_LIBRARY_PATH={self.box.lib}", f"FAKE_NVML_CONFIG={self.box.gpus_file}"] if self.box.lib else []
+        return self.sb.run("env", *driver, self.sb.program, *self.flags(), *args, check=check)
 
     def install(self, unit, mode):
         return self.cortex("install", unit, "--mode", mode, "--program", self.sb.program)
@@ -182,3 +184,145 @@ def test_watchdog_ends_a_server_whose_health_goes_bad(host):
     host.sb.wait_state("llm.service", "failed", "inactive")
     assert "Watchdog timeout" in host.sb.journal("llm.service")
     assert host.leases() == []
+
+
+# -- device isolation ----------------------------------------------------------------------------
+OPEN_DEVICES = """\
+import json, os, sys, time
+result = {}
+for path in sys.argv[2:]:
+    try:
+        os.close(os.open(path, os.O_RDWR))
+        result[path] = "opened"
+    except OSError as exc:
+        result[path] = exc.errno
+with open(sys.argv[1] + ".tmp", "w") as f:
+    json.dump(result, f)
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(3600)
+"""
+
+
+def test_isolate_lets_the_unit_open_only_its_gpu(host):
+    """isolate: true puts the device cgroup in front of CUDA_VISIBLE_DEVICES: the chosen GPU's node
+    opens (ENXIO here: the nodes have no driver behind them), the other GPU's node gives EPERM."""
+    import errno
+    host.setup("isolate: true\nservices:\n  - match: llm.service\n",
+               gpus=[gpu_desc(0, minor_number=0), gpu_desc(1, minor_number=1)])
+    host.sb.run("mknod", "-m", "666", "/dev/nvidia1", "c", "195", "1", check=True)
+    host.cortex("drain", "0", "--reason", "make the choice GPU 1")
+    script = host.out / "open.py"
+    script.write_text(OPEN_DEVICES)
+    result = host.out / "opened.json"
+    host.sb.write_unit("llm.service", f"[Service]\nUser=nobody\nExecStart={host.sb.python} {script} {result} "
+                                      "/dev/nvidia0 /dev/nvidia1 /dev/null\n")
+    host.install("llm.service", "env")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    opened = host.record(result)
+    assert host.decision("llm.service")["env"]["CUDA_VISIBLE_DEVICES"] == uuid_of(1)
+    assert opened["/dev/nvidia1"] == errno.ENXIO   # allowed: the device cgroup let it through
+    assert opened["/dev/nvidia0"] == errno.EPERM   # the other GPU: refused by the device cgroup
+    assert opened["/dev/null"] == "opened"
+    props = host.sb.show("llm.service", "DevicePolicy", "DeviceAllow")
+    assert props["DevicePolicy"] == "closed" and "/dev/nvidia1 rw" in props["DeviceAllow"]
+    assert "/dev/nvidia0 " not in props["DeviceAllow"]
+    host.sb.systemctl("stop", "llm.service", check=True)
+    assert host.sb.show("llm.service", "DevicePolicy")["DevicePolicy"] == "auto"  # for this start only
+    assert host.leases() == []
+
+
+# -- what we write, read back by the real systemd ---------------------------------------------------
+HOSTILE_ARGS = ['plain', 'with space', 'dq"uote', "sq'uote", 'back\\slash', 'per%cent', '%n', 'dollar$HOME',
+                '${NOT_EXPANDED}', 'semi;colon', 'tab\there', 'new\nline', 'ünïcödé', '', '--flag=a b']
+
+
+def exec_line(words):
+    """An ExecStart= value written the way an admin would, quoting what needs it."""
+    from cortex_hook.unitfile import exec_word
+    return " ".join(exec_word(w) for w in words)
+
+
+def test_server_argv_survives_wrapping_byte_for_byte(host):
+    """supervise re-declares the unit's own ExecStart: the server gets exactly the argv (quotes,
+    %, $, backslashes, newlines, empty words) it got without cortex-hook."""
+    host.setup("services:\n  - match: llm.service\n")
+    record = host.out / "llm.json"
+    words = [host.sb.python, "-u", STANDIN, "--port", str(PORT), "--record", str(record), "--", *HOSTILE_ARGS]
+    host.sb.write_unit("llm.service", f"[Service]\nExecStart={exec_line(words)}\n")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    plain = host.record(record)["argv"]
+    host.sb.systemctl("stop", "llm.service", check=True)
+    record.unlink()
+    host.install("llm.service", "supervise")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    wrapped = host.record(record)
+    assert wrapped["argv"] == plain
+    assert plain[-len(HOSTILE_ARGS):] == HOSTILE_ARGS
+    assert wrapped["env"]["CUDA_VISIBLE_DEVICES"] == uuid_of(0)
+
+
+def test_hostile_paths_and_unit_names_reach_cortex_hook_byte_for_byte(sandbox, fake_nvml_lib):
+    """The policy and state paths baked into a drop-in (spaces, quotes, %, $, backslash, newline)
+    and an escaped instance name reach `allocate` unchanged: it finds its files, and the service
+    sees its own unit name in CORTEX_HOOK_UNIT."""
+    root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
+    os.chmod(root, 0o755)
+    try:
+        weird = os.path.join(root, 'a dir with "quotes" $HOME %n \\back\nline')
+        os.mkdir(weird)
+        host = Host(sandbox, pathlib.Path(root), fake_nvml_lib)
+        host.box.policy = os.path.join(weird, "policy.yaml")
+        host.box.state = os.path.join(weird, "state.db")
+        host.setup("services:\n  - match: 'vllm@*.service'\n")
+        unit = "vllm@my\\x2dmodel.service"  # what `systemd-escape --template vllm@.service my-model` gives
+        record = host.out / "vllm.json"
+        host.sb.write_unit("vllm@.service", f"[Service]\nExecStart={host.sb.python} -u {STANDIN} --port {PORT} "
+                                            f"--record {record} %i\n")
+        host.install("vllm@.service", "env")
+        host.sb.daemon_reload()
+        host.sb.systemctl("start", unit, check=True)
+        seen = host.record(record)
+        assert seen["env"]["CORTEX_HOOK_UNIT"] == unit
+        assert seen["argv"][-1] == "my\\x2dmodel"  # %i is the escaped instance name (%I would unescape)
+        assert [(l["unit"], l["uuid"]) for l in host.leases()] == [(unit, uuid_of(0))]
+        host.sb.systemctl("stop", unit, check=True)
+        assert host.leases() == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_hostile_values_in_the_env_file_reach_the_service(sandbox, tmp_path):
+    """Anything cortex-hook puts in an env file reaches the server unchanged. The GPU UUIDs come
+    from the driver (here: a simulated one reporting hostile UUIDs)."""
+    root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
+    os.chmod(root, 0o755)
+    try:
+        host = Host(sandbox, pathlib.Path(root), None)
+        weird = ['GPU-with space', 'GPU-"dq"', "GPU-'sq'", 'GPU-$HOME', 'GPU-${X}', 'GPU-`id`', 'GPU-\\x41\\',
+                 'GPU-%n%%', 'GPU-new\nline', 'GPU-ünï']
+        host.box.write_gpus([gpu_desc(i, uuid=u) for i, u in enumerate(weird)])
+        host.box.write_policy("services:\n  - match: llm.service\n    gpus: all\n")
+        record = host.standin_unit("llm.service")
+        host.install("llm.service", "env")
+        host.sb.daemon_reload()
+        host.sb.systemctl("start", "llm.service", check=True)
+        env = host.record(record)["env"]
+        assert env["CORTEX_GPU_UUIDS"].split(",") == weird
+        assert env["CUDA_VISIBLE_DEVICES"] == ",".join(weird)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ["env", "exec", "supervise"])
+def test_every_drop_in_passes_systemd_analyze_verify_silently(host, mode):
+    """FACTS §1: verify exits 0 even on mistakes but prints them; any output is a failure."""
+    host.setup("services:\n  - match: 'vllm@*.service'\n")
+    words = [host.sb.python, "-u", STANDIN, "--port", str(PORT), "--", *HOSTILE_ARGS[:9]]
+    host.sb.write_unit("vllm@.service", f"[Unit]\nDescription=vllm %i\n[Service]\nExecStart=@{words[0]} "
+                                        f"vllm-%i {exec_line(words[1:])}\n")
+    host.install("vllm@.service", mode)
+    r = host.sb.run("systemd-analyze", "verify", "/etc/systemd/system/vllm@m1.service")
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
