@@ -326,3 +326,29 @@ def test_every_drop_in_passes_systemd_analyze_verify_silently(host, mode):
     host.install("vllm@.service", mode)
     r = host.sb.run("systemd-analyze", "verify", "/etc/systemd/system/vllm@m1.service")
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "systemd", "examples")
+
+
+@pytest.mark.parametrize("example", ["llama-server.service", "vllm@.service", "tritonserver.service"])
+def test_example_units_verify_alone_and_with_each_mode(host, example):
+    """The shipped example units (servers swapped for /bin/true, which exists here) pass verify with
+    no output, before and after `cortex-hook install` in every mode; users are created first."""
+    host.setup("services:\n  - match: '*'\n")
+    text = open(os.path.join(EXAMPLES, example)).read()
+    for server in ("/usr/local/bin/llama-server", "/opt/vllm/bin/vllm", "/opt/tritonserver/bin/tritonserver"):
+        text = text.replace(server, "/bin/true")
+    host.sb.write_unit(example, text)
+    instance = example.replace("@.", "@m1.")
+    for mode in (None, "env", "exec", "supervise"):
+        if mode:
+            host.install(example, mode)
+        r = host.sb.run("systemd-analyze", "verify", f"/etc/systemd/system/{instance}")
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), mode
+
+
+def test_example_policy_validates(box):
+    r = box.cli("validate", os.path.join(EXAMPLES, "policy.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "ok (3 services, inventory nvml)" in r.stdout
