@@ -29,7 +29,7 @@ def service_for(policy, unit):
 
 
 def check_server(plugins, policy, svc):
-    """PolicyError unless some plugin provides the service's `server:`."""
+    """PolicyError unless some plugin provides the service's `server:` and accepts its options."""
     names = plugins.server_names()
     if svc.server not in names:
         import difflib
@@ -38,6 +38,16 @@ def check_server(plugins, policy, svc):
         raise PolicyError(policy.path, svc.line, 0, f"services[{svc.position}].server",
                           f"no installed plugin provides server {svc.server!r}{hint}; "
                           f"available: {', '.join(names)}")
+    if not svc.options:
+        return
+    problems = plugins.validate_options(svc)
+    if problems is None:
+        key = next(iter(svc.options))
+        problems = [(key, f"server {svc.server!r} takes no options")]
+    if problems:
+        key, message = problems[0]
+        line, column = svc.option_marks.get(key, (svc.line, 0))
+        raise PolicyError(policy.path, line, column, f"services[{svc.position}].options.{key}", message)
 
 
 def inherited_visible(unit, environ):
@@ -113,8 +123,9 @@ def make_request(unit, svc, policy, snapshot, gpus, environ, pids):
                    visible=visible, visible_text=text, own_pids=pids), notes
 
 
-def plan_unit(unit, policy, plugins, state, environ):
-    """Dry run: the Decision `allocate` would make now, changing nothing."""
+def plan_unit(unit, policy, plugins, state, environ, argv=None):
+    """Dry run: the Decision `allocate` would make now, changing nothing (ARGV: the server command,
+    for the plugins to show how they would rewrite it)."""
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     pids = own_pids(state.leases(unit))
@@ -127,6 +138,7 @@ def plan_unit(unit, policy, plugins, state, environ):
     decision.notes[:0] = notes
     _note_driver_problem(decision, problem)
     if decision.ok:
+        decision.launch = Launch(argv=list(argv) if argv else None)
         plugins.prepare_launch(request, decision, decision.launch)
     return decision
 

@@ -51,6 +51,8 @@ def build_parser():
     s = cmd("plan", "dry run: which GPUs UNIT would get now, and why (changes nothing)")
     s.add_argument("unit")
     s.add_argument("--json", action="store_true")
+    s.add_argument("server", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
+                   help="the server command to show rewritten (default: the unit's own ExecStart=)")
     s = cmd("allocate", "choose GPUs for UNIT, lease them, write its env file")
     s.add_argument("unit")
     s.add_argument("--json", action="store_true")
@@ -186,8 +188,15 @@ def cmd_plan(args):
     from .plugins import load_plugins
     unit = _unit(args.unit)
     policy = _policy(args)
+    argv = _server_argv(args)
+    if not argv:
+        from .unitfile import unit_command
+        try:
+            argv = unit_command(unit)
+        except CortexError:
+            argv = None
     with _state(args) as state:
-        decision = plan_unit(unit, policy, load_plugins(), state, os.environ)
+        decision = plan_unit(unit, policy, load_plugins(), state, os.environ, argv)
     if args.json:
         _print_json(decision.to_json())
     else:

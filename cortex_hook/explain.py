@@ -65,7 +65,8 @@ def render_decision(d, show_env=True):
     if show_env and d.ok:
         lines.extend(f"     {k}={v}" for k, v in d.launch.env.items())
         if d.launch.argv is not None:
-            lines.append("     argv: " + " ".join(d.launch.argv))
+            import shlex
+            lines.append("     command: " + shlex.join(d.launch.argv))
     return "\n".join(lines)
 
 

@@ -21,6 +21,12 @@ def cortex_server_names():
     """Return the `server:` names this plugin handles (e.g. ``["vllm"]``)."""
 
 
+@hookspec
+def cortex_validate_options(service):
+    """Check the `options:` of a service your plugin serves: return [(key, message)] (empty if
+    all is well); return None for services of other servers."""
+
+
 @hookspec(firstresult=True)
 def cortex_discover_gpus(policy, detail):
     """Return every GPU the policy's inventory sees, as a list of `Gpu`; None if not yours.

@@ -82,6 +82,7 @@ class ServicePolicy:
     readiness: str | None = None
     watchdog_seconds: float | None = None
     options: dict = field(default_factory=dict)
+    option_marks: dict = field(default_factory=dict)
 
     @property
     def describe_memory(self):

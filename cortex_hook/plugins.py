@@ -98,6 +98,13 @@ class Plugins:
         """Every `server:` name some plugin handles."""
         return sorted({n for names in self.pm.hook.cortex_server_names() for n in names})
 
+    def validate_options(self, service):
+        """[(key, message)] problems with SERVICE's options, or None if no plugin checks them."""
+        answers = [a for a in self.pm.hook.cortex_validate_options(service=service) if a is not None]
+        if not answers:
+            return None
+        return [problem for answer in answers for problem in answer]
+
     def discover_gpus(self, policy, detail=frozenset()):
         """The GPUs the policy's inventory sees, or None if no plugin provides that inventory."""
         return self.pm.hook.cortex_discover_gpus(policy=policy, detail=frozenset(detail))

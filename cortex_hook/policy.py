@@ -17,7 +17,7 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
-                "topology", "class", "on_unavailable", "install", "readiness", "watchdog")
+                "topology", "class", "on_unavailable", "install", "readiness", "watchdog", "options")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
             "services", "history_limit", "isolate")
 HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
@@ -162,6 +162,12 @@ class _Reader:
             return SafeConstructor().construct_object(node)
         except (ConstructorError, ValueError, OverflowError) as exc:
             self.fail(node, key, f"cannot read this value: {getattr(exc, 'problem', exc)}")
+
+    def plain(self, node, key, depth):
+        """A scalar, or a mapping of scalars (for plugin options)."""
+        if isinstance(node, self.yaml.MappingNode):
+            return {k: self.scalar(v, f"{key}.{k}", depth + 1) for k, _, v in self.mapping(node, key, None, depth)}
+        return self.scalar(node, key, depth)
 
     def string(self, node, key, depth, what="a string"):
         value = self.scalar(node, key, depth)
@@ -322,6 +328,10 @@ class _Reader:
                     self.fail(vnode, path, "must be at least 1s (systemd's WatchdogSec=)")
             elif name == "install":
                 svc.install = self.choice(vnode, path, 3, CHOICES[name])
+            elif name == "options":  # the server plugin checks these (cortex_validate_options)
+                for key, knode, onode in self.mapping(vnode, path, None, 3):
+                    svc.options[key] = self.plain(onode, f"{path}.{key}", 4)
+                    svc.option_marks[key] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
             else:
                 value = self.choice(vnode, path, 3, CHOICES[name])
                 setattr(svc, "klass" if name == "class" else name, value)

@@ -1,4 +1,4 @@
-"""Readiness probes: is the server up, still loading, or failed? HTTP or plain TCP.
+"""Readiness probes: is the server up, still loading, or failed? HTTP, plain TCP, or a smoke test.
 
 A probe's `check()` returns a ProbeResult: READY, WAITING (not listening yet, or e.g. llama.cpp's
 `503 Loading model`) or FAILED (e.g. Triton's 400 when a model failed to load). Server plugins
@@ -111,3 +111,42 @@ def probe_from_url(url):
     if scheme == "tcp":
         return TcpProbe(host, port)
     return HttpProbe(host, port, "/" + path if slash else "/")
+
+
+class CompletionSmokeProbe:
+    """Ready only once the inner probe is ready AND a one-token completion works (then the inner
+    probe alone, e.g. for the watchdog). OpenAI API: the first model of /v1/models."""
+
+    def __init__(self, inner, timeout=60.0):
+        self.inner = inner
+        self.timeout = timeout
+        self.passed = False
+
+    @property
+    def label(self):
+        return self.inner.label if self.passed else f"{self.inner.label} + one-token completion"
+
+    def __repr__(self):
+        return f"CompletionSmokeProbe({self.inner!r})"
+
+    def check(self):
+        result = self.inner.check()
+        if result.state != READY or self.passed:
+            return result
+        import http.client
+        conn = http.client.HTTPConnection(self.inner.host, self.inner.port, timeout=self.timeout)
+        try:
+            conn.request("GET", "/v1/models")
+            models = json.loads(conn.getresponse().read(1 << 20)).get("data") or [{}]
+            body = json.dumps({"model": models[0].get("id"), "prompt": "Hello", "max_tokens": 1})
+            conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read(1 << 20)
+        except (OSError, ValueError, AttributeError, http.client.HTTPException) as exc:
+            return ProbeResult(WAITING, f"one-token completion: {type(exc).__name__}: {exc}")
+        finally:
+            conn.close()
+        if resp.status != 200:
+            return ProbeResult(WAITING, f"one-token completion: {resp.status} {summarize_body(answer)}")
+        self.passed = True
+        return ProbeResult(READY, f"{result.detail}; one-token completion ok")

@@ -206,3 +206,44 @@ def split_words(text):
             raise UsageError(f"unbalanced quote in {text!r}")
         words.append(text[start:i])
     return words
+
+
+_UNESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "s": " ",
+              "\\": "\\", '"': '"', "'": "'"}
+
+
+def unquote_word(word):
+    """One written word of an Exec line as the program receives it (quotes and C escapes removed,
+    `%%` and `$$` collapsed; other specifiers and $VARIABLES are left as written)."""
+    out, i, quote = [], 0, None
+    while i < len(word):
+        c = word[i]
+        if c == "\\" and i + 1 < len(word):
+            nxt = word[i + 1]
+            if nxt == "x" and i + 3 < len(word):
+                out.append(chr(int(word[i + 2:i + 4], 16)))
+                i += 4
+                continue
+            out.append(_UNESCAPES.get(nxt, nxt))
+            i += 2
+            continue
+        if quote and c == quote:
+            quote = None
+        elif not quote and c in "\"'":
+            quote = c
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out).replace("%%", "%").replace("$$", "$")
+
+
+def unit_command(unit, root="/"):
+    """The server command UNIT runs, as argv (our own wrapper unwrapped), or None if unknown."""
+    files = UnitFiles(unit, root)
+    starts = files.exec_start()
+    if files.main is None or len(starts) != 1:
+        return None
+    words = [unquote_word(w) for w in split_words(split_prefixes(starts[0][0])[1])]
+    if words and os.path.basename(words[0]) == "cortex-hook" and "--" in words:
+        words = words[words.index("--") + 1:]
+    return words or None

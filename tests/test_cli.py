@@ -204,7 +204,8 @@ def test_plugins_command_lists_builtins_and_servers(box):
     out = box.json("plugins")["plugins"]
     assert "cortex_hook.builtin.nvml" in out and "cortex_discover_gpus" in out["cortex_hook.builtin.nvml"]
     for name in ("llama.cpp", "vllm", "triton", "sglang", "tgi", "ollama"):
-        assert out[name] == ["cortex_server_names"]
+        assert out[name] == ["cortex_prepare_launch", "cortex_readiness_probe", "cortex_server_names",
+                             "cortex_validate_options"]
 
 
 def test_unsafe_policy_is_refused_as_root(box):

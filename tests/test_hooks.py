@@ -54,6 +54,12 @@ def cortex_decision_made(request, decision):
 
 
 @hookimpl
+def cortex_validate_options(service):
+    if service.server == "thirdparty":
+        return [(k, "the site plugin takes only 'colour'") for k in service.options if k != "colour"]
+
+
+@hookimpl
 def cortex_readiness_probe(request, launch):
     if request.service.server == "thirdparty" and os.environ.get("SITE_PORT"):
         from cortex_hook.probe import TcpProbe
@@ -224,3 +230,21 @@ def test_third_party_readiness_probe_gates_supervise(box, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_plugin_validates_its_own_options(box, tmp_path):
+    """A server plugin checks the `options:` of its services; its word comes back as file:line:key."""
+    site = install_plugin(tmp_path, THIRD_PARTY)
+    env = box.env(PYTHONPATH=site, SITE_LOG=str(tmp_path / "log"))
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: a\n    server: thirdparty\n    options:\n      colour: red\n")
+    assert box.cli("validate", env=env).returncode == 0
+    box.write_policy("services:\n  - match: a\n    server: thirdparty\n    options:\n      colour: red\n"
+                     "      size: 3\n")
+    r = box.cli("validate", env=env)
+    assert r.returncode == 78
+    assert_one_line_error(r.stderr, f"{box.policy}:9:7: services[0].options.size: the site plugin takes only")
+    box.write_policy("services:\n  - match: a\n    options:\n      colour: red\n")
+    r = box.cli("plan", "a", env=env)
+    assert r.returncode == 78
+    assert_one_line_error(r.stderr, "services[0].options.colour: server 'generic' takes no options")

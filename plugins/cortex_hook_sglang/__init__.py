@@ -1,9 +1,42 @@
-"""cortex-hook plugin for SGLang (`server: sglang`)."""
+"""cortex-hook plugin for SGLang (`server: sglang`): `--tp-size N` for N GPUs; ready on
+`GET /health` 200 at --host/--port (default 127.0.0.1:30000). CUDA_VISIBLE_DEVICES already
+selects the GPUs, so a --base-gpu-id other than 0 in the command is pointed out."""
 
 from cortex_hook import hookimpl
+from cortex_hook import serverkit as kit
+
+NAME = "sglang"
 
 
 @hookimpl
 def cortex_server_names():
     """This plugin serves `server: sglang`."""
-    return ["sglang"]
+    return [NAME]
+
+
+@hookimpl
+def cortex_validate_options(service):
+    """Only `flags`."""
+    return kit.check_keys(service.options, kit.COMMON_OPTIONS) if service.server == NAME else None
+
+
+@hookimpl
+def cortex_prepare_launch(request, decision, launch):
+    """--tp-size for the chosen GPU count."""
+    if not kit.for_server(request, NAME) or not decision.chosen:
+        return
+    kit.set_flag(request, launch, ("--tp-size", "--tp"), len(decision.chosen), (), f"{len(decision.chosen)} GPUs")
+    base = kit.flag_value(launch.argv or [], "--base-gpu-id")
+    if base not in (None, "0"):
+        launch.notes.append(f"--base-gpu-id {base} counts from the first *visible* GPU: with "
+                            "CUDA_VISIBLE_DEVICES set by cortex-hook it should be 0")
+
+
+@hookimpl
+def cortex_readiness_probe(request, launch):
+    """GET /health."""
+    if not kit.for_server(request, NAME):
+        return None
+    from cortex_hook.probe import HttpProbe
+    host, port = kit.probe_address(launch.argv, launch.env, ("--host",), ("--port",), "127.0.0.1", 30000)
+    return HttpProbe(host, port, "/health")

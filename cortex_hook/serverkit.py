@@ -1,0 +1,166 @@
+"""Helpers for server plugins: read the server's own flags, set ours without fighting the admin's,
+and find where its health endpoint listens.
+
+A server plugin answers only for its own `server:` name (see `for_server`). When the admin's
+command already sets a flag we would set, the service's `options.flags` decides: `theirs` (the
+default) keeps the admin's value and notes the disagreement; `ours` replaces it. Either way the
+plan shows what happened, and a flag is never given twice.
+"""
+
+_MISSING = object()
+
+
+def for_server(request, name):
+    """True when REQUEST's service is served by the plugin NAME."""
+    return request.service.server == name
+
+
+def option(request, key, default=None):
+    """The service's `options: {KEY: …}` value, or DEFAULT."""
+    return request.service.options.get(key, default)
+
+
+def flag_value(argv, *names):
+    """The value of the last `--flag VALUE` / `--flag=VALUE` / `-f VALUE` in ARGV, or None."""
+    found = None
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        for name in names:
+            if word == name and i + 1 < len(argv):
+                found = argv[i + 1]
+                i += 1
+                break
+            if word.startswith(name + "=") and name.startswith("--"):
+                found = word[len(name) + 1:]
+                break
+        i += 1
+    return found
+
+
+def has_flag(argv, *names):
+    """True if any of NAMES appears in ARGV (as `--flag`, `--flag=…` or `-f`)."""
+    return any(w in names or any(w.startswith(n + "=") for n in names if n.startswith("--")) for w in argv)
+
+
+def remove_flag(argv, *names):
+    """ARGV without any occurrence of NAMES and their values."""
+    out, i = [], 0
+    while i < len(argv):
+        word = argv[i]
+        if word in names:
+            i += 2
+            continue
+        if any(word.startswith(n + "=") for n in names if n.startswith("--")):
+            i += 1
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+def set_flag(request, launch, names, value, env_names=(), why=""):
+    """Give the server `NAMES[0] VALUE`, honouring `options.flags` when the admin set it already.
+
+    ENV_NAMES are environment variables that set the same thing (e.g. LLAMA_ARG_TENSOR_SPLIT).
+    Returns the value the server will use.
+    """
+    if launch.argv is None:
+        return value
+    theirs = flag_value(launch.argv, *names)
+    env_set = next((n for n in env_names if n in launch.env or _inherited_env(n)), None)
+    if theirs is None and env_set is None:
+        launch.argv = launch.argv + [names[0], str(value)]
+        if why:
+            launch.notes.append(f"{names[0]} {value}: {why}")
+        return value
+    mode = option(request, "flags", "theirs")
+    current = theirs if theirs is not None else f"${env_set}"
+    if mode == "ours" and theirs is not None:
+        launch.argv = remove_flag(launch.argv, *names) + [names[0], str(value)]
+        launch.notes.append(f"{names[0]} {value} replaces the command's {current} (options.flags: ours)")
+        return value
+    if str(current) != str(value):
+        launch.notes.append(f"the command sets {names[0]} {current}; cortex-hook would set {value}"
+                            f" (options.flags: {mode} keeps the command's)")
+    return theirs if theirs is not None else value
+
+
+def _inherited_env(name):
+    import os
+    return name in os.environ
+
+
+def probe_address(argv, env, host_flags, port_flags, default_host, default_port, env_host=(), env_port=()):
+    """(host, port) the server listens on, from its flags, else env, else its defaults.
+
+    A wildcard bind address is probed on loopback.
+    """
+    import os
+    host = flag_value(argv or [], *host_flags) if host_flags else None
+    port = flag_value(argv or [], *port_flags) if port_flags else None
+    for name in env_host:
+        host = host or env.get(name) or os.environ.get(name)
+    for name in env_port:
+        port = port or env.get(name) or os.environ.get(name)
+    host = host or default_host
+    if host in ("0.0.0.0", "::", "[::]", ""):
+        host = "127.0.0.1"
+    try:
+        port = int(port) if port is not None else int(default_port)
+    except ValueError:
+        port = int(default_port)
+    return host, port
+
+
+def gpus_joined_by_nvlink(gpus):
+    """True when every pair of GPUS is joined by NVLink (None when the driver does not say)."""
+    if any(g.nvlink_peers is None for g in gpus):
+        return None
+    return all(b.uuid in a.nvlink_peers for i, a in enumerate(gpus) for b in gpus[i + 1:])
+
+
+def check_keys(options, allowed):
+    """Errors [(key, message)] for OPTIONS keys not in ALLOWED (a dict key -> check function)."""
+    import difflib
+    errors = []
+    for key, value in options.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(allowed))})"
+            errors.append((key, f"unknown option{hint}"))
+            continue
+        problem = allowed[key](value)
+        if problem:
+            errors.append((key, problem))
+    return errors
+
+
+def one_of(*choices):
+    """An option check: the value is one of CHOICES."""
+    return lambda v: None if v in choices else f"expected one of {', '.join(map(str, choices))}, got {v!r}"
+
+
+def is_bool(v):
+    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
+
+
+def is_size(v):
+    from .quantities import parse_size
+    try:
+        parse_size(v)
+        return None
+    except ValueError as exc:
+        return str(exc)
+
+
+def is_env_map(v):
+    import re
+    if not isinstance(v, dict) or not all(isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)
+                                          and isinstance(x, (str, int)) and not isinstance(x, bool)
+                                          for k, x in v.items()):
+        return "expected a mapping of environment variable names to values"
+    return None
+
+
+COMMON_OPTIONS = {"flags": one_of("theirs", "ours")}
