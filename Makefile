@@ -5,13 +5,19 @@ PYTHON ?= python3
 DEMO_VENV := .venv-demo
 TEST_VENV := .venv
 
-.PHONY: demo test clean
+.PHONY: demo test e2e clean
 
 demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/cortex-hook demo
 
 test: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The real-server tier (not part of `make test`): provisions llama-server, vLLM (CPU) and Triton
+# into ~/.cache/cortex-hook-e2e once (~11-16 min, ~4 GB), then runs them under cortex-hook (~1 min).
+e2e: $(TEST_VENV)/.installed
+	$(PYTHON) tests/realservers/provision.py
+	CORTEX_HOOK_E2E=1 $(TEST_VENV)/bin/python -m pytest tests/realservers $(PYTEST_ARGS)
 
 $(DEMO_VENV)/.installed: pyproject.toml
 	rm -rf $(DEMO_VENV)
