@@ -48,11 +48,12 @@ def build_parser():
 
     s = cmd("status", "table of every GPU: memory, health, priority, drain, lease holder")
     s.add_argument("--json", action="store_true")
-    s = cmd("plan", "dry run: which GPUs UNIT would get now, and why (changes nothing)")
+    s = cmd("plan", "dry run: which GPUs UNIT would get now, and why (changes nothing); "
+                    "`-- COMMAND...` shows how the server command would be rewritten "
+                    "(default: the unit's own ExecStart=)")
     s.add_argument("unit")
     s.add_argument("--json", action="store_true")
-    s.add_argument("server", nargs=argparse.REMAINDER, metavar="-- COMMAND...",
-                   help="the server command to show rewritten (default: the unit's own ExecStart=)")
+
     s = cmd("allocate", "choose GPUs for UNIT, lease them, write its env file")
     s.add_argument("unit")
     s.add_argument("--json", action="store_true")
@@ -105,12 +106,13 @@ def build_parser():
     s = cmd("generate", "the generator itself (systemd runs it with NORMAL_DIR EARLY_DIR LATE_DIR)")
     s.add_argument("dirs", nargs="+", metavar="DIR")
     s.add_argument("--program", help=argparse.SUPPRESS)
-    for name, text in (("exec", "allocate (or reuse this start's lease), then become the server"),
-                       ("supervise", "run the server, report STATUS=/READY=1/WATCHDOG=1 to systemd")):
+    for name, text in (("exec", "allocate (or reuse this start's lease), then become the server: "
+                                "... -- COMMAND..."),
+                       ("supervise", "run the server, report STATUS=/READY=1/WATCHDOG=1 to systemd: "
+                                     "... -- COMMAND...")):
         s = cmd(name, text)
         s.add_argument("--unit", required=True)
         s.add_argument("--argv0", help="argv[0] for the server (from an ExecStart=@ line)")
-        s.add_argument("server", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
     s = cmd("demo", "run the main job on a simulated 6-GPU box with a sample policy")
     s.add_argument("--keep", metavar="DIR", help="keep the demo's state and env files in DIR")
     return p
@@ -466,10 +468,8 @@ def cmd_generate(args):
 
 
 def _server_argv(args):
-    argv = list(args.server)
-    if argv[:1] == ["--"]:
-        argv = argv[1:]
-    return argv
+    """The server command given after `--` (split off before argparse sees the line)."""
+    return list(getattr(args, "server", None) or [])
 
 
 def cmd_exec(args):
@@ -496,7 +496,15 @@ COMMANDS = {name[4:].replace("_", "-"): fn for name, fn in globals().items() if 
 
 def main(argv=None):
     """Entry point of the `cortex-hook` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    server = None
+    if "--" in argv:  # everything after the first `--` is the server's, options included
+        cut = argv.index("--")
+        argv, server = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if server is not None and args.command not in ("plan", "exec", "supervise"):
+        build_parser().error(f"`{args.command}` takes no command after --")
+    args.server = server
     try:
         return COMMANDS[args.command](args)
     except CortexError as exc:

@@ -248,3 +248,16 @@ def test_env_file_name_is_what_systemds_glob_reads(box):
     assert clash.returncode == 2
     assert_one_line_error(clash.stderr, "would read the same env file vllm@myx2dmodel.service.env")
     assert [l["unit"] for l in box.json("leases")["leases"]] == ["vllm@my\\x2dmodel.service"]
+
+
+def test_plan_shows_the_command_and_keeps_its_options_apart(box):
+    """`plan UNIT --json -- CMD --json`: the first --json is ours, the second the server's."""
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n    server: vllm\n")
+    r = box.cli("plan", "v", "--json", "--", "vllm", "serve", "m", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    out = json.loads(r.stdout)
+    assert out["argv"] == ["vllm", "serve", "m", "--json", "--tensor-parallel-size", "1"]
+    text = box.cli("plan", "v", "--", "vllm", "serve", "m").stdout
+    assert "command: vllm serve m --tensor-parallel-size 1" in text
