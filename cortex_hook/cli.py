@@ -452,7 +452,8 @@ def cmd_install_generator(args):
     directory = os.path.join(args.root, "etc/systemd/system-generators")
     os.makedirs(directory, mode=0o755, exist_ok=True)
     path = os.path.join(directory, "cortex-hook-generator")
-    write_atomic(path, GENERATOR_SCRIPT.format(python=os.path.realpath(sys.executable), argv=argv), mode=0o755)
+    # sys.executable as is, not its realpath: a venv's bin/python is what makes the venv importable
+    write_atomic(path, GENERATOR_SCRIPT.format(python=os.path.abspath(sys.executable), argv=argv), mode=0o755)
     print(f"wrote {path}; now: systemctl daemon-reload")
     return 0
 
