@@ -33,8 +33,33 @@ def _common(parser, suppress):
                         help="env file directory (default $CORTEX_HOOK_RUNTIME_DIR or /run/cortex-hook)")
 
 
-def build_parser():
-    """The argument parser (also used by the docs test)."""
+class _Skipped:
+    """Stands in for the parsers of commands not being run: building all of them on every start
+    of every server costs more than parsing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self
+
+
+_GLOBAL_VALUE_OPTIONS = ("--policy", "--state", "--runtime-dir")
+
+
+def command_of(argv):
+    """The subcommand word in ARGV (after the global options), or None."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in _GLOBAL_VALUE_OPTIONS:
+            i += 2
+            continue
+        if not word.startswith("-"):
+            return word
+        i += 1
+    return None
+
+
+def build_parser(only=None):
+    """The argument parser; with ONLY, just that subcommand's parser is built in full."""
     p = _Parser(prog="cortex-hook", description="Pick the GPUs an inference server gets when systemd starts it.")
     p.add_argument("--version", action="version", version=f"cortex-hook {_version()}")
     _common(p, suppress=False)
@@ -44,6 +69,8 @@ def build_parser():
     sub.required = True
 
     def cmd(name, help_text):
+        if only is not None and name != only:
+            return _Skipped()
         return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
 
     s = cmd("status", "table of every GPU: memory, health, priority, drain, lease holder")
@@ -129,9 +156,24 @@ def _unit(name):
     return normalize_unit(name)
 
 
-def _policy(args):
+def _policy(args, cached=True):
+    """The policy; cached=True reads it from its parsed cache in the runtime dir when unchanged."""
     from .policy import load_policy
-    return load_policy(args.policy)
+    cache_dir = _trusted_runtime_dir(args) if cached else None
+    return load_policy(args.policy, cache_dir=cache_dir)
+
+
+def _trusted_runtime_dir(args):
+    """The runtime dir if it exists and only root (or we) can change it, else None."""
+    import stat
+    directory = _runtime_dir(args)
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        return None
+    return directory
 
 
 def _state(args, create=True):
@@ -152,7 +194,7 @@ def _print_json(obj):
 def _gpus(args, policy, state=None):
     from .allocation import discover
     from .plugins import load_plugins
-    gpus = discover(load_plugins(), policy, frozenset({"processes"}))
+    gpus = discover(load_plugins(), policy, frozenset({"processes", "full"}))
     if state is not None:
         state.remember_gpus(gpus)
     return gpus
@@ -365,7 +407,7 @@ def cmd_validate(args):
     from .plugins import load_plugins
     from .policy import load_policy
     path = args.file or args.policy
-    policy = load_policy(path)
+    policy = load_policy(path)  # never the cache: validate reads the file itself
     plugins = load_plugins()
     for svc in policy.services:
         check_server(plugins, policy, svc)
@@ -502,7 +544,8 @@ def main(argv=None):
     if "--" in argv:  # everything after the first `--` is the server's, options included
         cut = argv.index("--")
         argv, server = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
+    command = command_of(argv)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     if server is not None and args.command not in ("plan", "exec", "supervise"):
         build_parser().error(f"`{args.command}` takes no command after --")
     args.server = server

@@ -72,14 +72,15 @@ def ensure_runtime_dir(directory):
 
 
 def write_atomic(path, text, mode=0o644):
-    """Write TEXT to PATH via a temp file in the same directory, fsync, rename; never half a file.
+    """Write TEXT (str or bytes) to PATH via a temp file in the same directory, fsync, rename;
+    never half a file.
 
     The temp file is created with O_EXCL|O_NOFOLLOW and the final name is replaced by rename(2),
     which does not follow a symlink planted at PATH.
     """
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    data = text.encode("utf-8")
+    data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except FileExistsError:

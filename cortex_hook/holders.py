@@ -7,20 +7,18 @@ id: nothing from a previous boot is alive.
 """
 
 import os
-from dataclasses import dataclass
+
+from .model import Record
 
 _CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup")
 
 
-@dataclass(slots=True)
-class Holder:
+class Holder(Record):
     """The identity recorded with a lease."""
 
-    pid: int
-    pid_start: int | None
-    boot_id: str | None
-    cgroup: str | None = None
-    invocation: str | None = None
+    __slots__ = ("pid", "pid_start", "boot_id", "cgroup", "invocation")
+    DEFAULTS = {"cgroup": None, "invocation": None}
+    # pid: int; pid_start: int | None; boot_id: str | None; cgroup: str | None; invocation: str | None
 
 
 _boot_id = None

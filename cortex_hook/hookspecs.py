@@ -32,8 +32,9 @@ def cortex_discover_gpus(policy, detail):
     """Return every GPU the policy's inventory sees, as a list of `Gpu`; None if not yours.
 
     :param policy: the `Policy`; answer only if `policy.inventory` is your kind.
-    :param detail: frozenset of optional facts the caller needs: "topology" (NVLink peers and
-        PCIe levels), "processes" (compute processes). Skip what is not asked: it costs time.
+    :param detail: frozenset of optional facts the caller needs: "topology" (NVLink peers, PCIe
+        levels, NUMA nodes), "processes" (compute processes), "full" (everything `status` shows:
+        power, compute capability, NUMA). Skip what is not asked: it costs time.
     """
 
 

@@ -37,11 +37,11 @@ def prepare(unit, argv, args, environ):
 
     if not argv:
         raise UsageError("no server command given after --")
-    policy = load_policy(args.policy)
+    directory = runtime.runtime_dir(args.runtime_dir)
+    policy = load_policy(args.policy, cache_dir=directory)  # ExecStartPre's parse, if unchanged
     svc = service_for(policy, unit)
     plugins = load_plugins()
     check_server(plugins, policy, svc)
-    directory = runtime.runtime_dir(args.runtime_dir)
     record = runtime.read_record(directory, unit)
     invocation = environ.get("INVOCATION_ID")
     if record and invocation and record.get("invocation") == invocation and record.get("boot_id") == boot_id():

@@ -1,55 +1,113 @@
-"""The plain data every module and hook passes around: GPUs, policy, state, verdicts, decisions."""
+"""The plain data every module and hook passes around: GPUs, policy, state, verdicts, decisions.
 
-from dataclasses import dataclass, field
+These are plain classes with __slots__, not dataclasses: creating a dozen dataclasses costs about
+10 ms at import, on the start path of every inference server. Each class lists its fields, in
+order, in `__slots__`, and their defaults in `DEFAULTS` (`new(dict)` is a fresh dict per record,
+like dataclasses' default_factory); the field types are noted in a comment under them.
+"""
+
+
+class new:
+    """A default built fresh for each record, e.g. `new(dict)`."""
+
+    __slots__ = ("factory",)
+
+    def __init__(self, factory):
+        self.factory = factory
+
+
+class Record:
+    """Positional or keyword construction, repr and field equality from __slots__ and DEFAULTS."""
+
+    __slots__ = ()
+    DEFAULTS = {}
+
+    def __init__(self, *args, **kwargs):
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional arguments")
+        for name, value in zip(names, args):
+            setattr(self, name, value)
+        for name in names[len(args):]:
+            if name in kwargs:
+                value = kwargs.pop(name)
+            elif name in self.DEFAULTS:
+                value = self.DEFAULTS[name]
+                if type(value) is new:
+                    value = value.factory()
+            else:
+                raise TypeError(f"{type(self).__name__} needs {name!r}")
+            setattr(self, name, value)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} has no field {next(iter(kwargs))!r}")
+
+    def as_dict(self):
+        """The fields as a dict (shallow)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
+
+    def __eq__(self, other):
+        return type(other) is type(self) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None
+
+
+class FrozenRecord(Record):
+    """A Record used as a value (hashable by its fields)."""
+
+    __slots__ = ()
+
+    def __hash__(self):
+        return hash(tuple(getattr(self, n) for n in self.__slots__))
+
 
 # nvmlGpuTopologyLevel_t values: the lower, the closer two GPUs are on the PCIe tree.
 TOPOLOGY_NAMES = {0: "internal", 10: "same PCIe switch", 20: "PCIe switches", 30: "host bridge",
                   40: "NUMA node", 50: "system"}
 
 
-@dataclass(slots=True)
-class Process:
+class Process(Record):
     """A compute process on a GPU, as the driver reports it."""
 
-    pid: int
-    used_memory: int | None = None
+    __slots__ = ("pid", "used_memory")
+    DEFAULTS = {
+        "used_memory": None,
+    }
+    # pid: int; used_memory: int | None
 
 
-@dataclass(slots=True)
-class Gpu:
+class Gpu(Record):
     """One schedulable device: a whole GPU, or one MIG instance of a GPU.
 
     Any fact may be None, meaning the driver could not tell (NOT_SUPPORTED, or the query failed:
     see `problems`). `cuda_index` is the device's index under CUDA_DEVICE_ORDER=PCI_BUS_ID.
     """
 
-    index: int
-    uuid: str | None
-    name: str = "?"
-    pci_bus_id: str | None = None
-    minor: int | None = None
-    memory_total: int | None = None
-    memory_used: int | None = None
-    memory_free: int | None = None
-    utilization: int | None = None
-    temperature: int | None = None
-    power_mw: int | None = None
-    power_limit_mw: int | None = None
-    compute_capability: str | None = None
-    ecc_volatile_uncorrected: int | None = None
-    retired_pages_pending: bool | None = None
-    remapped_rows_pending: bool | None = None
-    remapped_rows_failure: bool | None = None
-    lost: bool = False
-    mig_enabled: bool | None = None
-    parent_uuid: str | None = None
-    mig_index: int | None = None
-    numa_node: int | None = None
-    nvlink_peers: frozenset | None = None
-    topology: dict = field(default_factory=dict)
-    processes: tuple | None = None
-    cuda_index: int | None = None
-    problems: tuple = ()
+    __slots__ = (
+        "index", "uuid", "name", "pci_bus_id", "minor", "memory_total", "memory_used",
+        "memory_free", "utilization", "temperature", "power_mw", "power_limit_mw",
+        "compute_capability", "ecc_volatile_uncorrected", "retired_pages_pending",
+        "remapped_rows_pending", "remapped_rows_failure", "lost", "mig_enabled", "parent_uuid",
+        "mig_index", "numa_node", "nvlink_peers", "topology", "processes", "cuda_index", "problems"
+    )
+    DEFAULTS = {
+        "name": "?", "pci_bus_id": None, "minor": None, "memory_total": None, "memory_used": None,
+        "memory_free": None, "utilization": None, "temperature": None, "power_mw": None,
+        "power_limit_mw": None, "compute_capability": None, "ecc_volatile_uncorrected": None,
+        "retired_pages_pending": None, "remapped_rows_pending": None, "remapped_rows_failure": None,
+        "lost": False, "mig_enabled": None, "parent_uuid": None, "mig_index": None, "numa_node": None,
+        "nvlink_peers": None, "topology": new(dict), "processes": None, "cuda_index": None, "problems": (),
+    }
+    # index: int; uuid: str | None; name: str; pci_bus_id: str | None; minor: int | None; memory_total:
+    #   int | None; memory_used: int | None; memory_free: int | None; utilization: int | None;
+    #   temperature: int | None; power_mw: int | None; power_limit_mw: int | None; compute_capability:
+    #   str | None; ecc_volatile_uncorrected: int | None; retired_pages_pending: bool | None;
+    #   remapped_rows_pending: bool | None; remapped_rows_failure: bool | None; lost: bool; mig_enabled:
+    #   bool | None; parent_uuid: str | None; mig_index: int | None; numa_node: int | None;
+    #   nvlink_peers: frozenset | None; topology: dict; processes: tuple | None; cuda_index: int | None;
+    #   problems: tuple
 
     @property
     def label(self):
@@ -61,28 +119,24 @@ class Gpu:
         return self.parent_uuid is not None
 
 
-@dataclass(slots=True)
-class ServicePolicy:
+class ServicePolicy(Record):
     """What the policy asks for one service (one `services:` entry)."""
 
-    match: str
-    position: int = 0
-    line: int = 0
-    server: str = "generic"
-    gpus: int | str = 1
-    min_free_memory: int | None = None
-    min_free_fraction: float | None = None
-    sharing: str = "exclusive"
-    visible_devices: str = "uuid"
-    topology: str = "any"
-    klass: str = "normal"
-    on_unavailable: str = "fail"
-    wait_seconds: float = 0.0
-    install: str | None = None
-    readiness: str | None = None
-    watchdog_seconds: float | None = None
-    options: dict = field(default_factory=dict)
-    option_marks: dict = field(default_factory=dict)
+    __slots__ = (
+        "match", "position", "line", "server", "gpus", "min_free_memory", "min_free_fraction",
+        "sharing", "visible_devices", "topology", "klass", "on_unavailable", "wait_seconds",
+        "install", "readiness", "watchdog_seconds", "options", "option_marks"
+    )
+    DEFAULTS = {
+        "position": 0, "line": 0, "server": "generic", "gpus": 1, "min_free_memory": None,
+        "min_free_fraction": None, "sharing": "exclusive", "visible_devices": "uuid", "topology": "any",
+        "klass": "normal", "on_unavailable": "fail", "wait_seconds": 0.0, "install": None,
+        "readiness": None, "watchdog_seconds": None, "options": new(dict), "option_marks": new(dict),
+    }
+    # match: str; position: int; line: int; server: str; gpus: int | str; min_free_memory: int | None;
+    #   min_free_fraction: float | None; sharing: str; visible_devices: str; topology: str; klass: str;
+    #   on_unavailable: str; wait_seconds: float; install: str | None; readiness: str | None;
+    #   watchdog_seconds: float | None; options: dict; option_marks: dict
 
     @property
     def describe_memory(self):
@@ -95,39 +149,46 @@ class ServicePolicy:
         return "any free memory"
 
 
-@dataclass(slots=True)
-class HealthPolicy:
+class HealthPolicy(Record):
     """When a GPU counts as faulty (each on by default)."""
 
-    max_temperature: int | None = 85
-    retired_pages_pending: bool = True
-    remapped_rows_pending: bool = True
-    volatile_uncorrectable_ecc: bool = True
+    __slots__ = (
+        "max_temperature", "retired_pages_pending", "remapped_rows_pending",
+        "volatile_uncorrectable_ecc"
+    )
+    DEFAULTS = {
+        "max_temperature": 85, "retired_pages_pending": True, "remapped_rows_pending": True,
+        "volatile_uncorrectable_ecc": True,
+    }
+    # max_temperature: int | None; retired_pages_pending: bool; remapped_rows_pending: bool;
+    #   volatile_uncorrectable_ecc: bool
 
 
-@dataclass(slots=True)
-class ScoringPolicy:
+class ScoringPolicy(Record):
     """Weights of the terms that rank GPUs after the admin priority."""
 
-    free_memory: float = 1.0
-    utilization: float = 0.5
-    temperature: float = 0.25
+    __slots__ = ("free_memory", "utilization", "temperature")
+    DEFAULTS = {
+        "free_memory": 1.0, "utilization": 0.5, "temperature": 0.25,
+    }
+    # free_memory: float; utilization: float; temperature: float
 
 
-@dataclass(slots=True)
-class Policy:
+class Policy(Record):
     """The whole admin policy (`policy.yaml`)."""
 
-    path: str = "<default>"
-    inventory: str = "nvml"
-    simulated_file: str | None = None
-    discovery_timeout: float = 10.0
-    health: HealthPolicy = field(default_factory=HealthPolicy)
-    scoring: ScoringPolicy = field(default_factory=ScoringPolicy)
-    reservations: dict = field(default_factory=dict)
-    services: list = field(default_factory=list)
-    history_limit: int = 1000
-    isolate: bool = False
+    __slots__ = (
+        "path", "inventory", "simulated_file", "discovery_timeout", "health", "scoring",
+        "reservations", "services", "history_limit", "isolate"
+    )
+    DEFAULTS = {
+        "path": "<default>", "inventory": "nvml", "simulated_file": None, "discovery_timeout": 10.0,
+        "health": new(HealthPolicy), "scoring": new(ScoringPolicy), "reservations": new(dict),
+        "services": new(list), "history_limit": 1000, "isolate": False,
+    }
+    # path: str; inventory: str; simulated_file: str | None; discovery_timeout: float; health:
+    #   HealthPolicy; scoring: ScoringPolicy; reservations: dict; services: list; history_limit: int;
+    #   isolate: bool
 
     def service_for(self, unit):
         """The first service whose `match` glob matches UNIT, or None."""
@@ -138,41 +199,36 @@ class Policy:
         return None
 
 
-@dataclass(slots=True)
-class Lease:
+class Lease(Record):
     """A GPU given to a unit. The holder is a cgroup (under systemd) or a pid + its start time."""
 
-    unit: str
-    uuid: str
-    sharing: str = "exclusive"
-    pid: int | None = None
-    pid_start: int | None = None
-    boot_id: str | None = None
-    cgroup: str | None = None
-    invocation: str | None = None
-    since: float = 0.0
+    __slots__ = ("unit", "uuid", "sharing", "pid", "pid_start", "boot_id", "cgroup", "invocation", "since")
+    DEFAULTS = {
+        "sharing": "exclusive", "pid": None, "pid_start": None, "boot_id": None, "cgroup": None,
+        "invocation": None, "since": 0.0,
+    }
+    # unit: str; uuid: str; sharing: str; pid: int | None; pid_start: int | None; boot_id: str | None;
+    #   cgroup: str | None; invocation: str | None; since: float
 
 
-@dataclass(slots=True)
-class Drain:
+class Drain(Record):
     """An admin's order to keep new work off a GPU."""
 
-    uuid: str
-    reason: str
-    since: float
+    __slots__ = ("uuid", "reason", "since")
+    # uuid: str; reason: str; since: float
 
 
-@dataclass(slots=True)
-class Snapshot:
+class Snapshot(Record):
     """What the planner needs from the state database, read in one transaction."""
 
-    priorities: dict = field(default_factory=dict)
-    drains: dict = field(default_factory=dict)
-    leases: list = field(default_factory=list)
+    __slots__ = ("priorities", "drains", "leases")
+    DEFAULTS = {
+        "priorities": new(dict), "drains": new(dict), "leases": new(list),
+    }
+    # priorities: dict; drains: dict; leases: list
 
 
-@dataclass(slots=True)
-class Request:
+class Request(Record):
     """Everything one planning run knows: handed to every check/score/select/prepare hook.
 
     `visible` is the set of device UUIDs an outer allocator (inherited CUDA_VISIBLE_DEVICES)
@@ -180,49 +236,44 @@ class Request:
     instance: the memory they hold counts as free.
     """
 
-    unit: str
-    service: ServicePolicy
-    policy: Policy
-    snapshot: Snapshot
-    gpus: list
-    visible: frozenset | None = None
-    visible_text: str | None = None
-    own_pids: frozenset = frozenset()
+    __slots__ = ("unit", "service", "policy", "snapshot", "gpus", "visible", "visible_text", "own_pids")
+    DEFAULTS = {
+        "visible": None, "visible_text": None, "own_pids": frozenset(),
+    }
+    # unit: str; service: ServicePolicy; policy: Policy; snapshot: Snapshot; gpus: list; visible:
+    #   frozenset | None; visible_text: str | None; own_pids: frozenset
 
 
-@dataclass(slots=True, frozen=True)
-class Reason:
+class Reason(FrozenRecord):
     """Why a GPU was rejected: a stable code for machines and a sentence for people."""
 
-    code: str
-    text: str
+    __slots__ = ("code", "text")
+    # code: str; text: str
 
 
-@dataclass(slots=True, frozen=True)
-class ScoreTerm:
+class ScoreTerm(FrozenRecord):
     """One weighted term of a GPU's score: value in [0, 1], times weight."""
 
-    name: str
-    value: float
-    weight: float
-    detail: str = ""
+    __slots__ = ("name", "value", "weight", "detail")
+    DEFAULTS = {
+        "detail": "",
+    }
+    # name: str; value: float; weight: float; detail: str
 
     @property
     def points(self):
         return self.value * self.weight
 
 
-@dataclass(slots=True)
-class Verdict:
+class Verdict(Record):
     """The planner's word on one GPU for one request."""
 
-    gpu: Gpu
-    reasons: list = field(default_factory=list)
-    terms: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-    priority: int | None = None
-    tier: int = 0
-    selected: bool = False
+    __slots__ = ("gpu", "reasons", "terms", "notes", "priority", "tier", "selected")
+    DEFAULTS = {
+        "reasons": new(list), "terms": new(list), "notes": new(list), "priority": None, "tier": 0,
+        "selected": False,
+    }
+    # gpu: Gpu; reasons: list; terms: list; notes: list; priority: int | None; tier: int; selected: bool
 
     @property
     def accepted(self):
@@ -233,36 +284,35 @@ class Verdict:
         return round(sum(t.points for t in self.terms), 4) if self.accepted else None
 
 
-@dataclass(slots=True)
-class Selection:
+class Selection(Record):
     """What a select hook returns: the chosen verdicts, in order, and why this set."""
 
-    chosen: list
-    notes: list = field(default_factory=list)
+    __slots__ = ("chosen", "notes")
+    DEFAULTS = {
+        "notes": new(list),
+    }
+    # chosen: list; notes: list
 
 
-@dataclass(slots=True)
-class Launch:
+class Launch(Record):
     """What the server will get: environment additions and (in wrapper modes) its argv."""
 
-    env: dict = field(default_factory=dict)
-    argv: list | None = None
-    notes: list = field(default_factory=list)
+    __slots__ = ("env", "argv", "notes")
+    DEFAULTS = {
+        "env": new(dict), "argv": None, "notes": new(list),
+    }
+    # env: dict; argv: list | None; notes: list
 
 
-@dataclass(slots=True)
-class Decision:
+class Decision(Record):
     """The result of planning one unit: chosen GPUs, every verdict, and the launch."""
 
-    unit: str
-    service: ServicePolicy
-    verdicts: list
-    chosen: list
-    ok: bool
-    summary: str
-    notes: list = field(default_factory=list)
-    fallback: str | None = None
-    launch: Launch = field(default_factory=Launch)
+    __slots__ = ("unit", "service", "verdicts", "chosen", "ok", "summary", "notes", "fallback", "launch")
+    DEFAULTS = {
+        "notes": new(list), "fallback": None, "launch": new(Launch),
+    }
+    # unit: str; service: ServicePolicy; verdicts: list; chosen: list; ok: bool; summary: str; notes:
+    #   list; fallback: str | None; launch: Launch
 
     @property
     def uuids(self):

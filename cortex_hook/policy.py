@@ -42,12 +42,32 @@ def policy_path(explicit=None):
     return explicit or os.environ.get("CORTEX_HOOK_POLICY") or DEFAULT_POLICY
 
 
-def load_policy(path=None, check_owner=True):
-    """Read and check the policy file; raise PolicyError (exit 78) or UnsafeFileError (77)."""
+def load_policy(path=None, check_owner=True, cache_dir=None):
+    """Read and check the policy file; raise PolicyError (exit 78) or UnsafeFileError (77).
+
+    With CACHE_DIR (the runtime dir), an unchanged policy is read from its parsed cache there.
+    """
     path = policy_path(path)
     if check_owner:
         from .safety import check_trusted
         check_trusted(path, "policy")
+    key = None
+    if cache_dir:
+        from . import policycache
+        try:
+            key = policycache.key_of(path, os.stat(path))
+        except OSError:
+            key = None
+        cached = policycache.load(cache_dir, key) if key else None
+        if cached is not None:
+            return cached
+    policy = _read_policy(path)
+    if key:
+        policycache.store(cache_dir, key, policy)
+    return policy
+
+
+def _read_policy(path):
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_POLICY_BYTES + 1)

@@ -71,7 +71,7 @@ def clear_start(directory, unit):
 
 def gpu_to_dict(gpu):
     """A Gpu as plain JSON data."""
-    out = {name: getattr(gpu, name) for name in Gpu.__dataclass_fields__}
+    out = gpu.as_dict()
     out["nvlink_peers"] = sorted(gpu.nvlink_peers) if gpu.nvlink_peers is not None else None
     out["processes"] = [[p.pid, p.used_memory] for p in gpu.processes] if gpu.processes is not None else None
     out["problems"] = list(gpu.problems)
@@ -81,7 +81,7 @@ def gpu_to_dict(gpu):
 def gpu_from_dict(data):
     """Inverse of gpu_to_dict."""
     from .model import Process
-    fields = {k: v for k, v in data.items() if k in Gpu.__dataclass_fields__}
+    fields = {k: v for k, v in data.items() if k in Gpu.__slots__}
     if fields.get("nvlink_peers") is not None:
         fields["nvlink_peers"] = frozenset(fields["nvlink_peers"])
     if fields.get("processes") is not None:

@@ -29,7 +29,7 @@ services:
 # every fact of every Gpu as JSON: the facts `status --json` does not show (minor number, power,
 # compute capability, NUMA node, health counters, NVLink peers, PCIe levels, processes).
 _DUMP = r"""
-import dataclasses, json, sys
+import json, sys
 from cortex_hook.allocation import discover
 from cortex_hook.plugins import load_plugins
 from cortex_hook.policy import load_policy
@@ -41,8 +41,8 @@ def plain(v):
         return [plain(x) for x in v]
     if isinstance(v, dict):
         return {k: plain(x) for k, x in v.items()}
-    if dataclasses.is_dataclass(v):
-        return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if hasattr(v, "as_dict"):
+        return {k: plain(x) for k, x in v.as_dict().items()}
     return v
 
 gpus = discover(load_plugins(), load_policy(), frozenset(sys.argv[1:]))
@@ -112,7 +112,7 @@ def test_status_reports_the_drivers_facts(nvml_box):
 def test_discovery_reads_minor_power_compute_capability_numa(nvml_box):
     """The facts status does not print (minor, power, limit, CC, NUMA, ECC) come from the driver."""
     nvml_box.write_gpus([h100(0), gpu_desc(1)]).write_policy(ONE_GPU, inventory="nvml")
-    g = by_uuid(dump(nvml_box))
+    g = by_uuid(dump(nvml_box, "full"))
     a, b = g[uuid_of(0)], g[uuid_of(1)]
     assert (a["minor"], a["power_mw"], a["power_limit_mw"]) == (7, 72000, 250000)
     assert (a["compute_capability"], a["numa_node"]) == ("9.0", 1)
@@ -223,11 +223,11 @@ def test_simulated_and_nvml_inventories_agree(nvml_box):
     `inventory: {simulated: gpus.json}`: every fact both know, in discovery, status and plan."""
     nvml_box.write_gpus(fully_specified())
     nvml_box.write_policy(AGREE_POLICY, inventory="nvml")
-    via_driver = dump(nvml_box, "topology", "processes")
+    via_driver = dump(nvml_box, "topology", "processes", "full")
     driver_rows = rows(nvml_box)
     driver_plans = decisions(nvml_box)
     nvml_box.write_policy(AGREE_POLICY, inventory="simulated")
-    simulated = dump(nvml_box, "topology", "processes")
+    simulated = dump(nvml_box, "topology", "processes", "full")
     simulated_rows = rows(nvml_box)
     assert decisions(nvml_box) == driver_plans
 
@@ -662,7 +662,7 @@ def test_old_driver_missing_symbols_still_works(nvml_box, fake_nvml_old_lib):
     assert row_of(r, uuid_of(0))["memory_free"] == 80 * GiB - 512 * MiB - 5 * GiB
     assert row_of(r, uuid_of(0))["temperature"] == 55
     assert any("not provided by this driver" in p for p in row_of(r, uuid_of(0))["problems"])
-    g = by_uuid(dump(nvml_box))
+    g = by_uuid(dump(nvml_box, "full"))
     assert g[uuid_of(0)]["numa_node"] is None and g[uuid_of(0)]["power_limit_mw"] is None
     assert g[uuid_of(0)]["power_mw"] == 72000 and g[uuid_of(0)]["compute_capability"] == "9.0"
     d = nvml_box.json("plan", UNIT)
@@ -885,3 +885,16 @@ def test_visible_devices_index_uses_pci_bus_order(nvml_box):
     d = nvml_box.json("plan", "uid@a.service")
     assert d["env"]["CUDA_VISIBLE_DEVICES"] == f"{uuid_of(0)},{uuid_of(1)}"
     assert d["env"]["CORTEX_GPU_INDICES"] == "2,1"
+
+
+def test_a_decision_asks_the_driver_only_what_it_uses(nvml_box):
+    """Power and compute capability are asked for by `status`, never by a decision: a failing
+    power query shows in status but is not even made on the start path."""
+    nvml_box.write_gpus([gpu_desc(0, errors={"nvmlDeviceGetPowerUsage": "UNKNOWN",
+                                              "nvmlDeviceGetCudaComputeCapability": "UNKNOWN"})])
+    nvml_box.write_policy(ONE_GPU, inventory="nvml")
+    (lean,) = dump(nvml_box)
+    (full,) = dump(nvml_box, "full")
+    assert lean["problems"] == []
+    assert sorted(full["problems"]) == ["compute capability: Unknown Error", "power: Unknown Error"]
+    assert any(p == "power: Unknown Error" for p in rows(nvml_box)[0]["problems"])

@@ -9,7 +9,7 @@ import pytest
 from cortex_hook.errors import PolicyError
 from cortex_hook.policy import parse_policy
 
-from .conftest import assert_one_line_error
+from .conftest import assert_one_line_error, gpu_desc
 
 ISSUE_EXAMPLE = """\
 version: 1
@@ -271,3 +271,27 @@ def test_policy_not_utf8(box):
     r = box.cli("validate")
     assert r.returncode == 78
     assert_one_line_error(r.stderr, ":3:1:", "not valid UTF-8")
+
+
+def test_policy_cache_is_used_only_while_the_file_is_unchanged(box):
+    """allocate reads the parsed policy from the runtime dir until the file changes (any edit,
+    chmod or replacement), and never from a cache others could have written."""
+    import marshal
+    box.write_gpus([gpu_desc(0), gpu_desc(1)])
+    box.write_policy("services:\n  - match: '*'\n    gpus: 1\n")
+    os.makedirs(box.runtime, mode=0o755)
+    assert box.json("plan", "a")["service"]["gpus"] == 1
+    cache = os.path.join(box.runtime, "policy.cache")
+    data = marshal.load(open(cache, "rb"))
+    data["policy"]["services"][0]["gpus"] = 2  # tamper: only a cache hit could give 2
+    with open(cache, "wb") as f:
+        marshal.dump(data, f)
+    assert box.json("plan", "a")["service"]["gpus"] == 2  # served from the cache
+    os.chmod(cache, 0o666)
+    assert box.json("plan", "a")["service"]["gpus"] == 1  # writable by others: ignored
+    os.chmod(cache, 0o644)
+    box.write_policy("services:\n  - match: '*'\n    gpus: 1\n    sharing: shared\n")
+    assert box.json("plan", "a")["service"]["sharing"] == "shared"  # edited: parsed again
+    box.write_policy("services:\n  - match: '*'\n    gpus: lots\n")
+    r = box.cli("plan", "a")
+    assert r.returncode == 78  # a broken edit is never masked by the old cache

@@ -133,12 +133,13 @@ class _Reader:
             util = self.q("utilization", N.nvmlDeviceGetUtilizationRates, handle)
             gpu.utilization = util.gpu if util is not None else None
             gpu.temperature = self.q("temperature", N.nvmlDeviceGetTemperature, handle, N.NVML_TEMPERATURE_GPU)
-            gpu.power_mw = self.q("power", N.nvmlDeviceGetPowerUsage, handle)
-            gpu.power_limit_mw = self.q("power limit", N.nvmlDeviceGetEnforcedPowerLimit, handle)
-            cc = self.q("compute capability", N.nvmlDeviceGetCudaComputeCapability, handle)
-            gpu.compute_capability = f"{cc[0]}.{cc[1]}" if cc else None
-            gpu.numa_node = self.q("NUMA node", N.nvmlDeviceGetNumaNodeId, handle) \
-                if hasattr(N, "nvmlDeviceGetNumaNodeId") else None
+            if "full" in self.detail:  # facts shown by `status`, never used by a decision
+                gpu.power_mw = self.q("power", N.nvmlDeviceGetPowerUsage, handle)
+                gpu.power_limit_mw = self.q("power limit", N.nvmlDeviceGetEnforcedPowerLimit, handle)
+                cc = self.q("compute capability", N.nvmlDeviceGetCudaComputeCapability, handle)
+                gpu.compute_capability = f"{cc[0]}.{cc[1]}" if cc else None
+            if self.detail & {"full", "topology"} and hasattr(N, "nvmlDeviceGetNumaNodeId"):
+                gpu.numa_node = self.q("NUMA node", N.nvmlDeviceGetNumaNodeId, handle)
             self.health(gpu, handle)
             mig = self.q("MIG mode", N.nvmlDeviceGetMigMode, handle)
             gpu.mig_enabled = bool(mig[0]) if mig is not None else None
