@@ -31,7 +31,7 @@ def flag_value(argv, *names):
                 found = argv[i + 1]
                 i += 1
                 break
-            if word.startswith(name + "=") and name.startswith("--"):
+            if word.startswith(name + "="):
                 found = word[len(name) + 1:]
                 break
         i += 1
@@ -39,8 +39,8 @@ def flag_value(argv, *names):
 
 
 def has_flag(argv, *names):
-    """True if any of NAMES appears in ARGV (as `--flag`, `--flag=…` or `-f`)."""
-    return any(w in names or any(w.startswith(n + "=") for n in names if n.startswith("--")) for w in argv)
+    """True if any of NAMES appears in ARGV (as `--flag`, `--flag=…`, `-f` or `-f=…`)."""
+    return any(w in names or any(w.startswith(n + "=") for n in names) for w in argv)
 
 
 def remove_flag(argv, *names):
@@ -51,7 +51,7 @@ def remove_flag(argv, *names):
         if word in names:
             i += 2
             continue
-        if any(word.startswith(n + "=") for n in names if n.startswith("--")):
+        if any(word.startswith(n + "=") for n in names):
             i += 1
             continue
         out.append(word)
@@ -76,7 +76,7 @@ def set_flag(request, launch, names, value, env_names=(), why=""):
         return value
     mode = option(request, "flags", "theirs")
     current = theirs if theirs is not None else f"${env_set}"
-    if mode == "ours" and theirs is not None:
+    if mode == "ours":  # a command-line flag beats the server's own environment variable
         launch.argv = remove_flag(launch.argv, *names) + [names[0], str(value)]
         launch.notes.append(f"{names[0]} {value} replaces the command's {current} (options.flags: ours)")
         return value
@@ -137,8 +137,26 @@ def check_keys(options, allowed):
 
 
 def one_of(*choices):
-    """An option check: the value is one of CHOICES."""
-    return lambda v: None if v in choices else f"expected one of {', '.join(map(str, choices))}, got {v!r}"
+    """An option check: the value is one of CHOICES (with a did-you-mean)."""
+    def check(v):
+        if v in choices:
+            return None
+        import difflib
+        close = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"expected one of {', '.join(map(str, choices))}, got {v!r}{hint}"
+    return check
+
+
+def gpus_text(n):
+    """`1 GPU`, `2 GPUs`."""
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
+def parallel_size(argv, *names):
+    """An integer flag such as --pipeline-parallel-size (1 when absent or not a positive number)."""
+    text = flag_value(argv or [], *names)
+    return int(text) if text and text.isdigit() and int(text) > 0 else 1
 
 
 def is_bool(v):

@@ -243,7 +243,10 @@ def unit_command(unit, root="/"):
     starts = files.exec_start()
     if files.main is None or len(starts) != 1:
         return None
-    words = [unquote_word(w) for w in split_words(split_prefixes(starts[0][0])[1])]
+    prefixes, command = split_prefixes(starts[0][0])
+    words = [unquote_word(w) for w in split_words(command)]
+    if "@" in prefixes and len(words) >= 2:  # the second word is argv[0], not an argument
+        words = [words[0]] + words[2:]
     if words and os.path.basename(words[0]) == "cortex-hook" and "--" in words:
         words = words[words.index("--") + 1:]
     return words or None

@@ -28,11 +28,14 @@ def cortex_validate_options(service):
     return kit.check_keys(service.options, OPTIONS) if service.server == NAME else None
 
 
-def tensor_split(gpus):
-    """Free memory of each GPU in GiB (one decimal), in the chosen order; equal parts if unknown."""
-    if any(g.memory_free is None for g in gpus):
+def tensor_split(request, gpus):
+    """Free memory of each GPU in GiB (one decimal), in the chosen order; equal parts if unknown.
+    Memory held by this unit's own previous processes counts as free, as when choosing."""
+    from cortex_hook.builtin.memory import free_for
+    free = [free_for(request, g) for g in gpus]
+    if any(f is None for f in free):
         return ",".join("1" for _ in gpus), "equal parts (free memory unknown)"
-    return ",".join(f"{g.memory_free / 2**30:.1f}".rstrip("0").rstrip(".") or "0" for g in gpus), \
+    return ",".join(f"{f / 2**30:.1f}".rstrip("0").rstrip(".") or "0" for f in free), \
         "in proportion to each GPU's free memory (GiB)"
 
 
@@ -46,7 +49,7 @@ def cortex_prepare_launch(request, decision, launch):
     if whole:
         launch.env["GGML_VK_VISIBLE_DEVICES"] = ",".join(str(g.cuda_index) for g in whole)
     if len(gpus) > 1:
-        split, why = tensor_split(gpus)
+        split, why = tensor_split(request, gpus)
         kit.set_flag(request, launch, ("--tensor-split", "-ts"), split, ("LLAMA_ARG_TENSOR_SPLIT",), why)
         kit.set_flag(request, launch, ("--main-gpu", "-mg"), 0, ("LLAMA_ARG_MAIN_GPU",),
                      f"{gpus[0].label} (the first chosen, highest-ranked GPU)")

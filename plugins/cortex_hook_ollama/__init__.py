@@ -30,15 +30,44 @@ def cortex_prepare_launch(request, decision, launch):
 
 
 def ollama_address(env):
-    """OLLAMA_HOST as Ollama reads it: [scheme://]host[:port], default 127.0.0.1:11434."""
+    """OLLAMA_HOST read as Ollama's envconfig.Host() reads it: `[scheme://]host[:port][/path]`;
+    the default port is 11434, or 80/443 when an http/https scheme is given without one."""
+    import ipaddress
     import os
-    value = env.get("OLLAMA_HOST") or os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434"
-    value = value.split("://", 1)[-1].rstrip("/")
-    host, _, port = value.rpartition(":") if ":" in value else (value, "", "11434")
-    host = host or "127.0.0.1"
-    if host in ("0.0.0.0", "::", "[::]"):
+    value = (env.get("OLLAMA_HOST") or os.environ.get("OLLAMA_HOST") or "").strip()
+    scheme, sep, hostport = value.partition("://")
+    default_port = "11434"
+    if not sep:
+        hostport = value
+    elif scheme == "http":
+        default_port = "80"
+    elif scheme == "https":
+        default_port = "443"
+    hostport = hostport.split("/", 1)[0]
+    host, port = _split_host_port(hostport)
+    if port is None:  # as Go's net.SplitHostPort failing: the whole value is the host
+        host, port = "127.0.0.1", default_port
+        bare = hostport.strip("[]")
+        try:
+            host = str(ipaddress.ip_address(bare))
+        except ValueError:
+            host = hostport or host
+    if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
-    return host, int(port) if port.isdigit() else 11434
+    return host, int(port) if port.isdigit() else int(default_port)
+
+
+def _split_host_port(hostport):
+    """Go's net.SplitHostPort: `[v6]:port` or `host:port`; (None, None) when there is no port."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0 or hostport[end + 1:end + 2] != ":":
+            return None, None
+        return hostport[1:end], hostport[end + 2:]
+    if hostport.count(":") != 1:
+        return None, None
+    host, _, port = hostport.partition(":")
+    return host, port
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""cortex-hook plugin for SGLang (`server: sglang`): `--tp-size N` for N GPUs; ready on
+"""cortex-hook plugin for SGLang (`server: sglang`): `--tp-size N` for N GPUs (N / (dp x pp) with
+--dp-size/--pp-size; --tensor-parallel-size is its other name); ready on
 `GET /health` 200 at --host/--port (default 127.0.0.1:30000). CUDA_VISIBLE_DEVICES already
 selects the GPUs, so a --base-gpu-id other than 0 in the command is pointed out."""
 
@@ -25,7 +26,13 @@ def cortex_prepare_launch(request, decision, launch):
     """--tp-size for the chosen GPU count."""
     if not kit.for_server(request, NAME) or not decision.chosen:
         return
-    kit.set_flag(request, launch, ("--tp-size", "--tp"), len(decision.chosen), (), f"{len(decision.chosen)} GPUs")
+    n = len(decision.chosen)
+    dp = kit.parallel_size(launch.argv, "--dp-size", "--dp", "--data-parallel-size")
+    pp = kit.parallel_size(launch.argv, "--pp-size", "--pp", "--pipeline-parallel-size")
+    if n % (dp * pp):
+        launch.notes.append(f"{kit.gpus_text(n)} cannot be split into data {dp} x pipeline {pp} groups")
+    why = kit.gpus_text(n) + "".join(f" / {what} {k}" for what, k in (("data parallel", dp), ("pipeline", pp)) if k > 1)
+    kit.set_flag(request, launch, ("--tp-size", "--tp", "--tensor-parallel-size"), max(1, n // (dp * pp)), (), why)
     base = kit.flag_value(launch.argv or [], "--base-gpu-id")
     if base not in (None, "0"):
         launch.notes.append(f"--base-gpu-id {base} counts from the first *visible* GPU: with "

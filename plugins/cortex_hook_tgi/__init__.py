@@ -25,7 +25,7 @@ def cortex_prepare_launch(request, decision, launch):
     """--num-shard for the chosen GPU count."""
     if kit.for_server(request, NAME) and decision.chosen:
         kit.set_flag(request, launch, ("--num-shard",), len(decision.chosen), ("NUM_SHARD",),
-                     f"{len(decision.chosen)} GPUs")
+                     kit.gpus_text(len(decision.chosen)))
 
 
 @hookimpl

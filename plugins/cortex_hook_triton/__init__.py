@@ -57,8 +57,15 @@ def not_ready_models(host, port):
     finally:
         conn.close()
     bad = [m for m in models if isinstance(m, dict) and m.get("state") != "READY"]
-    return "; ".join(f"model {m.get('name')} {m.get('state', '?').lower()}: {m.get('reason', '')}".strip()
-                     for m in bad)
+    return "; ".join(f"model {m.get('name')} {str(m.get('state', '?')).lower()}: {_first_line(m.get('reason'))}"
+                     .strip() for m in bad)
+
+
+def _first_line(reason, limit=200):
+    """The gist of a load failure: Triton's reason may carry a whole Python traceback."""
+    lines = [l.strip() for l in str(reason or "").splitlines() if l.strip()]
+    text = lines[-1] if lines and lines[0].startswith("Traceback") else (lines[0] if lines else "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @hookimpl

@@ -40,13 +40,15 @@ def cortex_prepare_launch(request, decision, launch):
         launch.env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g.cuda_index) for g in gpus)
         launch.notes.append("vLLM gets PCI-bus-ordered indices, not UUIDs (it crashes on UUIDs: vllm#13815)")
     n = len(gpus)
-    pp_text = kit.flag_value(launch.argv or [], "--pipeline-parallel-size", "-pp")
-    pp = int(pp_text) if pp_text and pp_text.isdigit() and int(pp_text) > 0 else 1
-    if n % pp:
-        launch.notes.append(f"{n} GPUs cannot be split into pipeline parallel size {pp}: vLLM will refuse")
-    tp = max(1, n // pp)
-    why = f"{n} GPUs" + (f" / pipeline parallel {pp}" if pp > 1 else "")
-    kit.set_flag(request, launch, ("--tensor-parallel-size", "-tp"), tp, (), why)
+    pp = kit.parallel_size(launch.argv, "--pipeline-parallel-size", "--pipeline_parallel_size", "-pp")
+    dp = kit.parallel_size(launch.argv, "--data-parallel-size", "--data_parallel_size", "-dp")
+    if n % (pp * dp):
+        launch.notes.append(f"{kit.gpus_text(n)} cannot be split into pipeline {pp} x data {dp} parallel "
+                            "groups: vLLM will refuse")
+    tp = max(1, n // (pp * dp))
+    why = kit.gpus_text(n) + "".join(f" / {what} parallel {k}" for what, k in (("pipeline", pp), ("data", dp))
+                                     if k > 1)
+    kit.set_flag(request, launch, ("--tensor-parallel-size", "--tensor_parallel_size", "-tp"), tp, (), why)
     if launch.argv is None:
         launch.notes.append("env mode: pass --tensor-parallel-size ${CORTEX_GPU_COUNT} in ExecStart=")
     if n > 1 and kit.gpus_joined_by_nvlink(gpus) is not True:
