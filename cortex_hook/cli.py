@@ -253,13 +253,17 @@ def cmd_allocate(args):
     from .allocation import allocate
     from .errors import UnavailableError
     from .explain import render_decision
-    from .log import NOTICE, log
     from .plugins import load_plugins
     unit = _unit(args.unit)
     policy = _policy(args)
 
+    notifier = None
+
     def waiting(decision, left):
-        log(NOTICE, f"waiting for a GPU ({left:.0f}s left): {decision.summary}")
+        nonlocal notifier
+        from .notify import Notifier
+        notifier = notifier or Notifier()  # under Type=notify this shows in `systemctl status`
+        notifier.status(f"waiting for a GPU ({left:.0f}s left): {decision.summary}")
 
     with _state(args) as state:
         try:
@@ -437,7 +441,7 @@ def _install_options(args, program=None):
     return Options(program or getattr(args, "program", None) or program_path(),
                    policy=args.policy or os.environ.get("CORTEX_HOOK_POLICY"),
                    state=args.state or os.environ.get("CORTEX_HOOK_STATE"),
-                   runtime_dir=_runtime_dir(args))
+                   runtime_dir=_runtime_dir(args), root=getattr(args, "root", "/"))
 
 
 def _policy_service(args, unit):

@@ -7,7 +7,7 @@ Every mode takes the lease as root before the server starts and gives it back ho
     ExecStopPost=+cortex-hook release %n           (runs on stop, crash, kill -9, timeout, watchdog)
 
 `exec` and `supervise` also reset ExecStart= and re-declare the unit's own command behind the
-wrapper, with its prefixes; `supervise` makes the unit Type=notify with NotifyAccess=main.
+wrapper, with its prefixes; `supervise` makes the unit Type=notify with NotifyAccess=exec.
 """
 
 import os
@@ -43,11 +43,29 @@ def validate_target(unit):
     return normalize_unit(unit)
 
 
-class Options:
-    """Where the installed commands find their files (flags baked into every command line)."""
+def interpreter_of(program, root="/"):
+    """The Python in PROGRAM's `#!` line (read under ROOT), or None if it is not a Python script."""
+    try:
+        with open(os.path.join(root, program.lstrip("/")), "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return None
+    parts = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+    return parts[0] if parts and os.path.basename(parts[0]).startswith("python") else None
 
-    def __init__(self, program, policy=None, state=None, runtime_dir=None):
+
+class Options:
+    """Where the installed commands find their files (flags baked into every command line).
+
+    Commands run as `PYTHON -I PROGRAM`: the root ExecStartPre=+/ExecStopPost=+ lines inherit the
+    unit's environment, and isolated mode keeps a PYTHONPATH set there for the server from
+    deciding what root imports.
+    """
+
+    def __init__(self, program, policy=None, state=None, runtime_dir=None, root="/"):
         self.program = plain_path(program, "program")
+        python = interpreter_of(self.program, root)
+        self.python = plain_path(python, "interpreter") if python else None
         self.policy = policy
         self.state = state
         from .runtime import runtime_dir as default_runtime
@@ -55,7 +73,7 @@ class Options:
 
     def command(self, *words):
         """A command line: the program, the baked flags, then WORDS (`%n` passes as a specifier)."""
-        out = [exec_word(self.program)]
+        out = [exec_word(self.python), "-I", exec_word(self.program)] if self.python else [exec_word(self.program)]
         for flag, value in (("--policy", self.policy), ("--state", self.state),
                             ("--runtime-dir", self.runtime_dir)):
             if value:
@@ -81,7 +99,7 @@ def wrapped_exec_start(unit, mode, files, options):
     value, path, line = starts[0]
     prefixes, command = split_prefixes(value)
     words = split_words(command)
-    if words and os.path.basename(words[0].strip("\"'")) == "cortex-hook":
+    if any(os.path.basename(w.strip("\"'")) == "cortex-hook" for w in words[:3]):
         raise UsageError(f"{unit}: ExecStart= in {path}:{line} is already wrapped by cortex-hook")
     head = options.command(mode, "--unit", "%n")
     if "@" in prefixes:  # `@/usr/bin/x NAME args`: NAME is argv[0]; the wrapper does that now
@@ -107,9 +125,11 @@ def render(unit, mode, options, root="/", files=None, service=None):
         files = files or UnitFiles(unit, root, skip_dropin=DROPIN_NAME)
         lines += ["ExecStart=", f"ExecStart={wrapped_exec_start(unit, mode, files, options)}"]
     if mode == "supervise":
+        # NotifyAccess=exec: the wrapper and ExecStartPre= (STATUS= while waiting for a GPU) may
+        # notify, the server and its children may not (a stray READY=1 is ignored).
         # KillMode=mixed: SIGTERM goes to the wrapper only, which passes it on once (a second
         # SIGTERM makes some servers skip their graceful shutdown); SIGKILL still reaches all.
-        lines += ["Type=notify", "NotifyAccess=main", "KillMode=mixed"]
+        lines += ["Type=notify", "NotifyAccess=exec", "KillMode=mixed"]
         if service is not None and getattr(service, "watchdog_seconds", None):
             lines.append(f"WatchdogSec={service.watchdog_seconds:g}s")
     return "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ class Prepared:
         self.reused = reused
 
 
-def prepare(unit, argv, args, environ):
+def prepare(unit, argv, args, environ, on_wait=None):
     """Reuse this start's lease (or allocate one) and let the plugins shape env and argv."""
     from . import runtime
     from .allocation import check_server, service_for
@@ -60,7 +60,7 @@ def prepare(unit, argv, args, environ):
     from .state import State
     with State.open(args.state) as state:
         decision, request = allocate(unit, policy, plugins, state, environ, directory, holder_pid=os.getpid(),
-                                     argv=argv)
+                                     argv=argv, on_wait=on_wait)
     return Prepared(plugins, request, decision, decision.launch, reused=False)
 
 
@@ -150,7 +150,8 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self.notify.status(f"allocating GPUs for {self.unit}…")
         try:
-            p = prepare(self.unit, self.argv, self.args, os.environ)
+            p = prepare(self.unit, self.argv, self.args, os.environ, on_wait=lambda d, left: self.notify.status(
+                f"waiting for a GPU ({left:.0f}s left): {d.summary}"))
         except CortexError as exc:
             self.notify.status(f"failed: {exc}")
             raise

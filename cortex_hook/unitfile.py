@@ -247,6 +247,6 @@ def unit_command(unit, root="/"):
     words = [unquote_word(w) for w in split_words(command)]
     if "@" in prefixes and len(words) >= 2:  # the second word is argv[0], not an argument
         words = [words[0]] + words[2:]
-    if words and os.path.basename(words[0]) == "cortex-hook" and "--" in words:
+    if any(os.path.basename(w) == "cortex-hook" for w in words[:3]) and "--" in words:  # ours: unwrap
         words = words[words.index("--") + 1:]
     return words or None

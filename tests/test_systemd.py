@@ -352,3 +352,49 @@ def test_example_policy_validates(box):
     r = box.cli("validate", os.path.join(EXAMPLES, "policy.yaml"))
     assert r.returncode == 0, r.stderr
     assert "ok (3 services, inventory nvml)" in r.stdout
+
+
+def test_waiting_for_a_gpu_shows_in_status_and_takes_it_when_freed(host):
+    """on_unavailable: wait: the second unit's start waits, saying so in `systemctl status`
+    (ExecStartPre may notify under NotifyAccess=exec), and starts once the first one stops."""
+    host.setup("services:\n"
+               "  - match: first.service\n    readiness: http://127.0.0.1:18080/health\n"
+               "  - match: second.service\n    readiness: http://127.0.0.1:18081/health\n"
+               "    on_unavailable: wait 2m\n", gpus=[gpu_desc(0)])
+    host.standin_unit("first.service")
+    host.standin_unit("second.service", port=18081)
+    for unit in ("first.service", "second.service"):
+        host.install(unit, "supervise")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "first.service", check=True)
+    host.sb.systemctl("start", "--no-block", "second.service", check=True)
+    status = host.sb.wait_for(lambda: "waiting for a GPU" in host.sb.prop("second.service", "StatusText") and
+                              host.sb.show("second.service", "StatusText", "ActiveState"), "a waiting STATUS=",
+                              unit="second.service")
+    assert status["ActiveState"] == "activating"
+    assert "left): second.service needs 1 GPU" in status["StatusText"] and "leased" in status["StatusText"]
+    host.sb.systemctl("stop", "first.service", check=True)
+    host.sb.wait_state("second.service", "active")
+    assert [(l["unit"], l["uuid"]) for l in host.leases()] == [("second.service", uuid_of(0))]
+
+
+def test_a_units_pythonpath_does_not_choose_what_root_imports(host):
+    """ExecStartPre=+ runs as root with the unit's environment. A PYTHONPATH meant for the server
+    (here pointing at a planted `cortex_hook` package) must not be imported by root: the drop-in
+    runs cortex-hook as `PYTHON -I`."""
+    host.setup("services:\n  - match: llm.service\n")
+    planted = host.out / "planted" / "cortex_hook"
+    planted.mkdir(parents=True)
+    marker = host.out / "imported-as-root"
+    (planted / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
+    record = host.standin_unit("llm.service", f"Environment=PYTHONPATH={planted.parent}\n")
+    host.install("llm.service", "supervise")
+    text = open(os.path.join(host.sb.unit_dir, "llm.service.d", "zz-cortex-hook.conf")).read()
+    from cortex_hook.dropin import interpreter_of
+    assert f"ExecStartPre=+{interpreter_of(host.sb.program)} -I {host.sb.program} " in text
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    assert host.record(record)["env"]["PYTHONPATH"] == str(planted.parent)  # the server still gets it
+    assert not marker.exists()
+    host.sb.systemctl("stop", "llm.service", check=True)
+    assert not marker.exists() and host.leases() == []

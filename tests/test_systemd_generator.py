@@ -132,7 +132,7 @@ def test_generated_dropins_lease_gpus_for_a_unit_and_a_template(host):
 
     host.sb.systemctl("start", "vllm@m1.service", check=True)  # returns at READY=1
     st = host.sb.show("vllm@m1.service", "Type", "NotifyAccess", "ActiveState", "StatusText", "MainPID")
-    assert (st["Type"], st["NotifyAccess"], st["ActiveState"]) == ("notify", "main", "active")
+    assert (st["Type"], st["NotifyAccess"], st["ActiveState"]) == ("notify", "exec", "active")
     assert st["StatusText"].startswith("ready on GPU-")
     vllm_planned = host.decision("vllm@m1.service")["env"]
     assert vllm_planned["CORTEX_HOOK_UNIT"] == "vllm@m1.service"
@@ -576,7 +576,9 @@ def test_installed_generator_script_runs_as_systemd_runs_it(tmp_path):
     assert (r.returncode, r.stderr) == (0, "")
     text = (dirs[0] / "llm.service.d" / DROPIN).read_text()
     assert text.startswith("# Written by cortex-hook (mode env) for llm.service.")
-    assert f"ExecStartPre=+{program} --policy {box.policy} --state {box.state} --runtime-dir {runtime} " \
-           "allocate %n\n" in text
+    from cortex_hook.dropin import interpreter_of
+    python = interpreter_of(program)  # commands run as `PYTHON -I PROGRAM` (no PYTHONPATH for root)
+    assert python and f"ExecStartPre=+{python} -I {program} --policy {box.policy} --state {box.state} " \
+                      f"--runtime-dir {runtime} allocate %n\n" in text
     status = json.loads((runtime / "generator.status").read_text())
     assert (status["ok"], status["units"]) == (True, {"llm.service": "env"})

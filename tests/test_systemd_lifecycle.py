@@ -168,10 +168,12 @@ def test_failed_start_in_env_mode_releases(host):
 
 @pytest.mark.parametrize("mode", ["supervise", "env-notify"])
 def test_start_timeout_releases(host, mode):
-    """A server that never becomes ready within TimeoutStartSec=2s: Result=timeout, lease released.
-    (env-notify: an env-mode unit of the admin's own Type=notify that never sends READY=1.)"""
+    """A server that never becomes ready within TimeoutStartSec=: Result=timeout, lease released.
+    (env-notify: an env-mode unit of the admin's own Type=notify that never sends READY=1.)
+    6s, not less: the timeout also covers ExecStartPre=, which must get to take its lease first
+    even on a loaded machine."""
     never = host.out / "never-ready"
-    service = "TimeoutStartSec=2s\n" + ("Type=notify\n" if mode == "env-notify" else "")
+    service = "TimeoutStartSec=6s\n" + ("Type=notify\n" if mode == "env-notify" else "")
     install_llm(host, "supervise" if mode == "supervise" else "env", args=f"--ready-file {never}",
                 service=service)
     host.sb.systemctl("start", "--no-block", UNIT, check=True)
