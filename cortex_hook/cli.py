@@ -13,8 +13,19 @@ import sys
 from .errors import EXIT_SOFTWARE, EXIT_STATE, CortexError
 
 
+class _Formatter(argparse.HelpFormatter):
+    """A fixed width: argparse otherwise asks shutil for the terminal size for every add_argument."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=30, width=100):
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2)."""
+    """argparse with one-line errors (exit 2) and a formatter that costs nothing until --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         from .log import error
@@ -63,7 +74,7 @@ def build_parser(only=None):
     p = _Parser(prog="cortex-hook", description="Pick the GPUs an inference server gets when systemd starts it.")
     p.add_argument("--version", action="version", version=f"cortex-hook {_version()}")
     _common(p, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _common(common, suppress=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

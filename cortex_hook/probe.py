@@ -9,6 +9,53 @@ import json
 import socket
 
 READY, WAITING, FAILED = "ready", "waiting", "failed"
+MAX_BODY = 1 << 20
+
+
+def http_request(host, port, method="GET", path="/", body=None, timeout=3.0):
+    """(status, reason, body bytes) of one HTTP/1.0 request over a plain socket.
+
+    Deliberately not http.client: it imports ssl, which would add ~6 MiB to every long-lived
+    supervisor for probing plain-HTTP health endpoints on loopback. Raises OSError (including
+    ConnectionRefusedError) or ValueError for a malformed answer.
+    """
+    payload = body or b""
+    head = (f"{method} {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: cortex-hook\r\n"
+            f"Accept: */*\r\nConnection: close\r\n")
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(head.encode("latin-1") + b"\r\n" + payload)
+        chunks, size = [], 0
+        while size <= MAX_BODY:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    raw = b"".join(chunks)
+    header, sep, content = raw.partition(b"\r\n\r\n")
+    status_line = header.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:60]!r}")
+    if b"transfer-encoding: chunked" in header.lower():
+        content = _dechunk(content)
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", content
+
+
+def _dechunk(data):
+    out, pos = [], 0
+    while pos < len(data):
+        line_end = data.find(b"\r\n", pos)
+        if line_end < 0:
+            break
+        size = int(data[pos:line_end].split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out.append(data[line_end + 2:line_end + 2 + size])
+        pos = line_end + 2 + size + 2
+    return b"".join(out)
 
 
 class ProbeResult:
@@ -58,23 +105,17 @@ class HttpProbe:
         return f"HttpProbe(http://{self.host}:{self.port}{self.path})"
 
     def check(self):
-        import http.client
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.request("GET", self.path, headers={"User-Agent": "cortex-hook"})
-            resp = conn.getresponse()
-            body = resp.read(65536)
+            status, reason, body = http_request(self.host, self.port, "GET", self.path, timeout=self.timeout)
         except ConnectionRefusedError:
             return ProbeResult(WAITING, "not listening yet")
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, ValueError) as exc:
             return ProbeResult(WAITING, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        finally:
-            conn.close()
         words = summarize_body(body)
-        detail = f"{resp.status} {words or resp.reason}".strip()
-        if resp.status in self.ready_codes:
+        detail = f"{status} {words or reason}".strip()
+        if status in self.ready_codes:
             return ProbeResult(READY, detail)
-        if resp.status in self.failed_codes:
+        if status in self.failed_codes:
             extra = self.failed_detail() if self.failed_detail else ""
             return ProbeResult(FAILED, f"{detail}{'; ' + extra if extra else ''}")
         return ProbeResult(WAITING, detail)
@@ -133,20 +174,15 @@ class CompletionSmokeProbe:
         result = self.inner.check()
         if result.state != READY or self.passed:
             return result
-        import http.client
-        conn = http.client.HTTPConnection(self.inner.host, self.inner.port, timeout=self.timeout)
+        host, port = self.inner.host, self.inner.port
         try:
-            conn.request("GET", "/v1/models")
-            models = json.loads(conn.getresponse().read(1 << 20)).get("data") or [{}]
-            body = json.dumps({"model": models[0].get("id"), "prompt": "Hello", "max_tokens": 1})
-            conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            answer = resp.read(1 << 20)
-        except (OSError, ValueError, AttributeError, http.client.HTTPException) as exc:
+            _, _, listing = http_request(host, port, "GET", "/v1/models", timeout=self.timeout)
+            models = json.loads(listing).get("data") or [{}]
+            body = json.dumps({"model": models[0].get("id"), "prompt": "Hello", "max_tokens": 1}).encode()
+            status, _, answer = http_request(host, port, "POST", "/v1/completions", body, timeout=self.timeout)
+        except (OSError, ValueError, AttributeError) as exc:
             return ProbeResult(WAITING, f"one-token completion: {type(exc).__name__}: {exc}")
-        finally:
-            conn.close()
-        if resp.status != 200:
-            return ProbeResult(WAITING, f"one-token completion: {resp.status} {summarize_body(answer)}")
+        if status != 200:
+            return ProbeResult(WAITING, f"one-token completion: {status} {summarize_body(answer)}")
         self.passed = True
         return ProbeResult(READY, f"{result.detail}; one-token completion ok")

@@ -168,3 +168,34 @@ def test_probe_from_url():
         "HttpProbe(http://127.0.0.1:8000/v2/health/ready)"
     assert repr(probe_from_url("tcp://localhost:11434")) == "TcpProbe(localhost:11434)"
     assert repr(probe_from_url("http://127.0.0.1:8000")) == "HttpProbe(http://127.0.0.1:8000/)"
+
+
+def test_http_request_reads_plain_chunked_and_refuses_garbage():
+    """The probes' socket HTTP client (no http.client: it would load ssl into every supervisor)."""
+    import threading
+    from cortex_hook.probe import http_request
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+               b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nLoadi\r\n"
+               b"7\r\nng mode\r\n1\r\nl\r\n0\r\n\r\n",
+               b"SSH-2.0-OpenSSH_9.2\r\n"]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(3)
+    port = server.getsockname()[1]
+
+    def serve():
+        for answer in answers:
+            conn, _ = server.accept()
+            conn.recv(4096)
+            conn.sendall(answer)
+            conn.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        assert http_request("127.0.0.1", port, "GET", "/health") == (200, "OK", b"ok")
+        assert http_request("127.0.0.1", port, "GET", "/health") == (503, "Service Unavailable", b"Loading model")
+        with pytest.raises(ValueError):
+            http_request("127.0.0.1", port, "GET", "/")
+    finally:
+        thread.join(timeout=10)
+        server.close()

@@ -46,16 +46,13 @@ def cortex_prepare_launch(request, decision, launch):
 
 def not_ready_models(host, port):
     """`name (reason)` for each model the repository index does not report READY."""
-    import http.client
     import json
-    conn = http.client.HTTPConnection(host, port, timeout=3)
+
+    from cortex_hook.probe import http_request
     try:
-        conn.request("POST", "/v2/repository/index", body=b"{}", headers={"Content-Type": "application/json"})
-        models = json.loads(conn.getresponse().read(1 << 20))
-    except (OSError, ValueError, http.client.HTTPException):
+        models = json.loads(http_request(host, port, "POST", "/v2/repository/index", b"{}")[2])
+    except (OSError, ValueError):
         return ""
-    finally:
-        conn.close()
     bad = [m for m in models if isinstance(m, dict) and m.get("state") != "READY"]
     return "; ".join(f"model {m.get('name')} {str(m.get('state', '?')).lower()}: {_first_line(m.get('reason'))}"
                      .strip() for m in bad)
