@@ -5,7 +5,7 @@ PYTHON ?= python3
 DEMO_VENV := .venv-demo
 TEST_VENV := .venv
 
-.PHONY: demo test e2e clean
+.PHONY: demo test e2e bench stress clean
 
 demo: $(DEMO_VENV)/.installed
 	$(DEMO_VENV)/bin/cortex-hook demo
@@ -18,6 +18,17 @@ test: $(TEST_VENV)/.installed
 e2e: $(TEST_VENV)/.installed
 	$(PYTHON) tests/realservers/provision.py
 	CORTEX_HOOK_E2E=1 $(TEST_VENV)/bin/python -m pytest tests/realservers $(PYTEST_ARGS)
+
+# Figures with ratios against baselines measured in the same run (bench/README.md); ~2 min.
+bench:
+	python3 bench/startpath.py --importtime
+	python3 bench/growth.py
+	python3 bench/bootstorm.py
+	python3 bench/supervisor.py
+
+# The heavy reliability tier: kill -9 at random moments (>= 200 trials) and a long policy fuzz.
+stress: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python bench/stress.py --trials 200
 
 $(DEMO_VENV)/.installed: pyproject.toml
 	rm -rf $(DEMO_VENV)
