@@ -55,7 +55,8 @@ def check_env(env):
 def render_env(env, header=None):
     """The text of an env file for ENV (an ordered mapping)."""
     check_env(env)
-    lines = [f"# {line}" for line in (header or "").splitlines()]
+    # systemd < 254 continues a comment after a trailing backslash, swallowing the next variable
+    lines = [f"# {line.rstrip(chr(92))}" for line in (header or "").splitlines()]
     lines += [f'{name}="{value.translate(_ESCAPE)}"' for name, value in env.items()]
     return "\n".join(lines) + "\n"
 

@@ -15,10 +15,25 @@ EXIT_NOPERM = 77        # a file that decides what root does is writable by othe
 EXIT_CONFIG = 78        # bad policy (EX_CONFIG)
 
 
+def one_line(text):
+    """TEXT with every line break and control character shown as an escape: errors stay one line
+    whatever a file, key or driver puts in them."""
+    out = []
+    for ch in str(text):
+        if ch in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029" or ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 class CortexError(Exception):
     """Base of every expected failure; `str()` is the one-line message."""
 
     exit_code = EXIT_SOFTWARE
+
+    def __str__(self):
+        return one_line(super().__str__())
 
 
 class UsageError(CortexError):

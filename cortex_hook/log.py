@@ -33,5 +33,6 @@ def log(level, message):
 
 
 def error(message):
-    """An error line: `cortex-hook: MESSAGE`."""
-    log(ERR, f"cortex-hook: {message}")
+    """An error line: `cortex-hook: MESSAGE`, always exactly one line."""
+    from .errors import one_line
+    log(ERR, f"cortex-hook: {one_line(message)}")

@@ -15,6 +15,8 @@ DEFAULT_POLICY = "/etc/cortex-hook/policy.yaml"
 MAX_POLICY_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+MAX_NUMBER = 1e9       # weights, limits: far beyond anything sensible, far below overflow
+MAX_SECONDS = 30 * 86400  # timeouts and waits something can actually wait for
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
                 "topology", "class", "on_unavailable", "install", "readiness", "watchdog", "options")
@@ -89,7 +91,10 @@ def parse_policy(text, path="<policy>"):
     """Parse policy TEXT (named PATH in errors) into a Policy."""
     import yaml
 
-    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # The pure-Python loader, not CSafeLoader: the C one recurses on the C stack and a file of
+    # ~25,000 nested brackets kills the process (SIGSEGV); Python's recursion limit turns the same
+    # file into a clean error. Parsing is rare: the start path reads the parsed-policy cache.
+    loader_cls = yaml.SafeLoader
     try:
         root = yaml.compose(text, Loader=loader_cls)
     except yaml.MarkedYAMLError as exc:
@@ -97,9 +102,17 @@ def parse_policy(text, path="<policy>"):
         problem = exc.problem or exc.context or "invalid YAML"
         raise PolicyError(path, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0,
                           None, f"invalid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:  # e.g. a control character: locate it by position
+        line = text[: exc.position].count("\n") + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise PolicyError(path, line, column, None, f"invalid YAML: {exc.reason} "
+                                                    f"(character {exc.character!r})") from None
     except yaml.YAMLError as exc:
-        raise PolicyError(path, 0, 0, None, f"invalid YAML: {exc}") from None
-    except (ValueError, RecursionError) as exc:  # e.g. control characters the C scanner rejects
+        raise PolicyError(path, 0, 0, None, f"invalid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise PolicyError(path, 0, 0, None, f"nested deeper than this loader allows (over {MAX_DEPTH} levels)") \
+            from None
+    except ValueError as exc:
         raise PolicyError(path, 0, 0, None, f"invalid YAML: {exc}") from None
     return _Reader(path, yaml).policy(root)
 
@@ -130,7 +143,8 @@ class _Reader:
         """Return [(name, key_node, value_node)] for a mapping node, checking every key."""
         self._count(node, depth)
         if not isinstance(node, self.yaml.MappingNode):
-            self.fail(node, key, f"expected a mapping with keys {_keys_list(allowed)}, got {_kind(node, self.yaml)}")
+            what = f"a mapping with keys {_keys_list(allowed)}" if allowed else "a mapping"
+            self.fail(node, key, f"expected {what}, got {_kind(node, self.yaml)}")
         out, seen = [], {}
         for name, knode, vnode in self._pairs(node, key, depth):
             path = f"{key}.{name}" if key else name
@@ -177,11 +191,12 @@ class _Reader:
         self._count(node, depth)
         if not isinstance(node, self.yaml.ScalarNode):
             self.fail(node, key, f"expected a single value, got {_kind(node, self.yaml)}")
-        from yaml.constructor import ConstructorError, SafeConstructor
+        from yaml.constructor import SafeConstructor
         try:
             return SafeConstructor().construct_object(node)
-        except (ConstructorError, ValueError, OverflowError) as exc:
-            self.fail(node, key, f"cannot read this value: {getattr(exc, 'problem', exc)}")
+        except Exception as exc:  # explicit tags with bad content (`!!bool maybe`, `!!int ''`) raise anything
+            self.fail(node, key, f"cannot read this value as {node.tag.rsplit(':', 1)[-1]}: "
+                                 f"{getattr(exc, 'problem', None) or type(exc).__name__}")
 
     def plain(self, node, key, depth):
         """A scalar, or a mapping of scalars (for plugin options)."""
@@ -201,13 +216,15 @@ class _Reader:
             self.fail(node, key, f"expected true or false, got {_show(value)}")
         return value
 
-    def number(self, node, key, depth, minimum=None, integer=False):
+    def number(self, node, key, depth, minimum=None, integer=False, maximum=MAX_NUMBER):
         value = self.scalar(node, key, depth)
         ok_types = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_types) or value != value:
             self.fail(node, key, f"expected {'an integer' if integer else 'a number'}, got {_show(value)}")
         if minimum is not None and value < minimum:
-            self.fail(node, key, f"must be at least {minimum}, got {value}")
+            self.fail(node, key, f"must be at least {minimum}, got {_show(value)}")
+        if value > maximum:
+            self.fail(node, key, f"must be at most {maximum:g}, got {_show(value)}")
         return value
 
     def choice(self, node, key, depth, choices):
@@ -217,13 +234,17 @@ class _Reader:
                       + (_did_you_mean(value, choices) if isinstance(value, str) else ""))
         return value
 
-    def duration(self, node, key, depth):
+    def duration(self, node, key, depth, maximum=MAX_SECONDS):
         from .quantities import parse_duration
         value = self.scalar(node, key, depth)
         try:
-            return parse_duration(value)
-        except ValueError as exc:
+            seconds = parse_duration(value)
+        except (ValueError, OverflowError) as exc:
             self.fail(node, key, str(exc))
+        if not seconds < maximum:  # also catches inf
+            from .quantities import format_duration
+            self.fail(node, key, f"must be shorter than {format_duration(maximum)}, got {_show(value)}")
+        return seconds
 
     # -- the document ---------------------------------------------------------------------------
     def policy(self, root):
@@ -376,9 +397,12 @@ class _Reader:
         try:
             if isinstance(value, str) and value.strip().endswith("%"):
                 return None, parse_fraction(value)
-            return parse_size(value), None
-        except ValueError as exc:
+            size = parse_size(value)
+        except (ValueError, OverflowError) as exc:
             self.fail(node, key, f"{exc} (or a share of the GPU such as 90%)")
+        if size >= 1 << 60:
+            self.fail(node, key, f"{_show(value)} is more memory than any GPU has")
+        return size, None
 
     def on_unavailable(self, node, key):
         from .quantities import parse_duration
@@ -392,10 +416,10 @@ class _Reader:
                 self.fail(node, key, "`wait` needs a duration, e.g. `wait 5m`")
             try:
                 seconds = parse_duration(parts[1])
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 self.fail(node, key, str(exc))
-            if seconds <= 0:
-                self.fail(node, key, "`wait` needs a duration longer than 0s")
+            if not 0 < seconds < MAX_SECONDS:
+                self.fail(node, key, "`wait` needs a duration longer than 0s and shorter than 30d")
             return "wait", seconds
         self.fail(node, key, f"expected `fail`, `cpu` or `wait DURATION` (e.g. wait 5m), got {_show(value)}")
 

@@ -136,8 +136,7 @@ class State:
         if version < SCHEMA_VERSION:
             if not create:
                 raise StateError(f"state {self.path}: schema version {version}; run a write command to migrate")
-            if c.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                c.execute("PRAGMA journal_mode=WAL")
+            self._use_wal()
             with self.write():
                 version = c.execute("PRAGMA user_version").fetchone()[0]
                 for step in range(version, SCHEMA_VERSION):
@@ -146,6 +145,21 @@ class State:
                     c.execute(f"PRAGMA user_version = {step + 1}")
             os.chmod(self.path, 0o644)
         c.execute("PRAGMA synchronous=NORMAL")
+
+    def _use_wal(self):
+        """Switch to WAL. SQLite answers "busy" here at once, without the busy timeout, while
+        another process creates the file: retry for the same time a lock wait would take."""
+        import time as _time
+        deadline = _time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or _time.monotonic() > deadline:
+                    raise
+                _time.sleep(0.01)
 
     def close(self):
         """Close the connection."""

@@ -29,9 +29,11 @@ def load_simulated(path):
     import yaml
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            doc = yaml.load(f, Loader=yaml.SafeLoader)  # (see policy.py: no C-stack recursion)
     except OSError as exc:
         raise PolicyError(path, 0, 0, "inventory.simulated", f"cannot read: {exc.strerror}") from None
+    except RecursionError:
+        raise PolicyError(path, 0, 0, None, "nested too deeply") from None
     except (yaml.YAMLError, ValueError) as exc:
         mark = getattr(exc, "problem_mark", None)
         raise PolicyError(path, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0, None,
