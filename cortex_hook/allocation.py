@@ -239,7 +239,7 @@ def _wait_for_change(state, until):
 
 def _refuse_env_file_clash(unit, snapshot):
     """Two units whose names differ only in backslashes would read the same env file."""
-    from .envfile import env_file_name
+    from .runtime import env_file_name
     from .errors import UsageError
     mine = env_file_name(unit)
     for lease in snapshot.leases:

@@ -193,7 +193,7 @@ def _state(args, create=True):
 
 
 def _runtime_dir(args):
-    from .envfile import runtime_dir
+    from .runtime import runtime_dir
     return runtime_dir(args.runtime_dir)
 
 
@@ -357,7 +357,6 @@ def cmd_priority(args):
 
 
 def _priority_list(args):
-    from .explain import short_uuid
     policy = _policy(args)
     with _state(args) as state:
         gpus = _gpus(args, policy, state)

@@ -1,4 +1,4 @@
-"""Env files in systemd's EnvironmentFile= syntax, written atomically (temp file + rename).
+"""Env files in systemd's EnvironmentFile= syntax, and atomic writes (temp file + rename).
 
 Every value is double-quoted; inside, systemd (env-file.c) turns `\\"`, `\\\\`, `\\$` and `\\``
 back into the bare character and keeps a literal newline, so any valid UTF-8 string without
@@ -7,34 +7,11 @@ NUL reaches the service byte for byte. Names must be valid shell variable names.
 
 import os
 import re
-import stat
 
 from .errors import OutputError, UsageError
 
-DEFAULT_RUNTIME_DIR = "/run/cortex-hook"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
-
-
-def runtime_dir(explicit=None):
-    """The runtime dir: --runtime-dir, else $CORTEX_HOOK_RUNTIME_DIR, else /run/cortex-hook."""
-    return explicit or os.environ.get("CORTEX_HOOK_RUNTIME_DIR") or DEFAULT_RUNTIME_DIR
-
-
-def env_file_name(unit):
-    """The file name `EnvironmentFile=-DIR/%n.env` really reads for UNIT.
-
-    systemd expands EnvironmentFile= paths as globs, where a backslash escapes the next
-    character: for `vllm@my\\x2dmodel.service` (systemd-escape's output) it reads
-    `vllm@myx2dmodel.service.env`. Unit names cannot hold `*?[`, so dropping the backslashes
-    gives exactly the name the glob matches.
-    """
-    return re.sub(r"\\(.)", r"\1", unit) + ".env"
-
-
-def env_file_path(directory, unit):
-    """Where UNIT's env file lives (UNIT must already be a validated unit name)."""
-    return os.path.join(directory, env_file_name(unit))
 
 
 def check_env(env):
@@ -59,17 +36,6 @@ def render_env(env, header=None):
     lines = [f"# {line.rstrip(chr(92))}" for line in (header or "").splitlines()]
     lines += [f'{name}="{value.translate(_ESCAPE)}"' for name, value in env.items()]
     return "\n".join(lines) + "\n"
-
-
-def ensure_runtime_dir(directory):
-    """Create DIRECTORY (0755) if needed; refuse a symlink or something not a directory."""
-    try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        st = os.lstat(directory)
-    except OSError as exc:
-        raise OutputError(f"runtime dir {directory}: {exc.strerror}") from None
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"runtime dir {directory}: not a plain directory (symlink?); refusing it")
 
 
 def write_atomic(path, text, mode=0o644):

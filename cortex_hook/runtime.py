@@ -9,14 +9,48 @@ possibly running as the unit's User=, reuses it without asking the driver or wri
 
 import json
 import os
+import re
+import stat
 import time
 
-from .envfile import (  # noqa: F401  (runtime_dir and DEFAULT_RUNTIME_DIR re-exported)
-    DEFAULT_RUNTIME_DIR, ensure_runtime_dir, env_file_path, remove_quietly, render_env, runtime_dir,
-    write_atomic)
+from .envfile import remove_quietly, render_env, write_atomic
+from .errors import OutputError
 from .model import Gpu
 
+DEFAULT_RUNTIME_DIR = "/run/cortex-hook"
 RECORD_VERSION = 1
+
+
+def runtime_dir(explicit=None):
+    """The runtime dir: --runtime-dir, else $CORTEX_HOOK_RUNTIME_DIR, else /run/cortex-hook."""
+    return explicit or os.environ.get("CORTEX_HOOK_RUNTIME_DIR") or DEFAULT_RUNTIME_DIR
+
+
+def env_file_name(unit):
+    """The file name `EnvironmentFile=-DIR/%n.env` really reads for UNIT.
+
+    systemd expands EnvironmentFile= paths as globs, where a backslash escapes the next
+    character: for `vllm@my\\x2dmodel.service` (systemd-escape's output) it reads
+    `vllm@myx2dmodel.service.env`. Unit names cannot hold `*?[`, so dropping the backslashes
+    gives exactly the name the glob matches.
+    """
+    return re.sub(r"\\(.)", r"\1", unit) + ".env"
+
+
+def env_file_path(directory, unit):
+    """Where UNIT's env file lives (UNIT must already be a validated unit name)."""
+    return os.path.join(directory, env_file_name(unit))
+
+
+def ensure_runtime_dir(directory):
+    """Create DIRECTORY (0755) if needed; refuse a symlink or something not a directory."""
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        st = os.lstat(directory)
+    except OSError as exc:
+        raise OutputError(f"runtime dir {directory}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"runtime dir {directory}: not a plain directory (symlink?); refusing it")
 
 
 def record_path(directory, unit):

@@ -204,3 +204,11 @@ def sandbox(tmp_path, service_venv):
         yield sb
     finally:
         sb.down()
+
+
+@pytest.fixture
+def host(sandbox, fake_nvml_lib):
+    """A Host (tests/sandbox.py): policy, fake GPUs, state and units of one test, in a sandbox."""
+    from .sandbox import Host, host_root
+    with host_root() as root:
+        yield Host(sandbox, root, fake_nvml_lib)

@@ -5,12 +5,16 @@ SANDBOX_DIR/etc-systemd/system (/etc/systemd/system inside); /tmp and the venv a
 so tests exchange files with services through their tmp_path.
 """
 
+import contextlib
 import json
 import os
+import pathlib
+import shutil
 import subprocess
+import tempfile
 import time
 
-from .conftest import REPO, SD_SANDBOX
+from .conftest import REPO, SD_SANDBOX, Box, gpu_desc
 
 STANDIN = os.path.join(REPO, "tests", "helpers", "standin_server.py")
 
@@ -114,3 +118,72 @@ class Sandbox:
     def leases(self, state_path, policy_path):
         r = self.cortex("--state", state_path, "--policy", policy_path, "leases", "--json", check=True)
         return json.loads(r.stdout)["leases"]
+
+
+# -- one test's server ---------------------------------------------------------------------------
+PORT = 18080  # each sandbox has its own network namespace
+GPU_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CORTEX_GPU_COUNT", "CORTEX_GPU_UUIDS",
+            "CORTEX_GPU_INDICES", "CORTEX_HOOK_UNIT")
+
+
+class Host:
+    """One test's server: a policy, fake GPUs, a state file, and units in the sandbox."""
+
+    def __init__(self, sb, tmp_path, lib):
+        self.sb = sb
+        self.box = Box(tmp_path)
+        self.box.lib = lib
+        self.out = tmp_path / "out"
+        self.out.mkdir(mode=0o777)
+        os.chmod(self.out, 0o1777)  # services running as nobody write their records here
+
+    def setup(self, policy_body, gpus=None):
+        self.box.write_gpus(gpus or [gpu_desc(0), gpu_desc(1)])
+        self.box.write_policy(policy_body, inventory="nvml")
+        self.sb.set_environment(LD_LIBRARY_PATH=self.box.lib, FAKE_NVML_CONFIG=self.box.gpus_file)
+        return self
+
+    def flags(self):
+        return ["--policy", self.box.policy, "--state", self.box.state]
+
+    def cortex(self, *args, check=True):
+        """cortex-hook at the sandbox's shell (which, unlike units, lacks the manager's environment)."""
+        driver = [f"LD_LIBRARY_PATH={self.box.lib}", f"FAKE_NVML_CONFIG={self.box.gpus_file}"] if self.box.lib else []
+        return self.sb.run("env", *driver, self.sb.program, *self.flags(), *args, check=check)
+
+    def install(self, unit, mode):
+        return self.cortex("install", unit, "--mode", mode, "--program", self.sb.program)
+
+    def standin_unit(self, name, extra_service="", args="", port=PORT):
+        """A unit running the stand-in server (like llama-server) that records its env and argv."""
+        record = self.out / f"{name}.json"
+        cmd = f"{self.sb.python} -u {STANDIN} --host 127.0.0.1 --port {port} --record {record} {args}"
+        self.sb.write_unit(name, f"[Unit]\nDescription=stand-in {name}\n[Service]\n{extra_service}"
+                                 f"ExecStart={cmd}\n")
+        return record
+
+    def record(self, path):
+        return self.sb.wait_for(lambda: path.exists() and json.loads(path.read_text()), f"{path} to appear")
+
+    def leases(self):
+        return self.sb.leases(self.box.state, self.box.policy)
+
+    def decision(self, unit):
+        """What allocate decided for UNIT's current start (its record in the sandbox's /run)."""
+        text = self.sb.read(f"/run/cortex-hook/{unit}.json")
+        return json.loads(text) if text else None
+
+
+def gpu_env(env):
+    return {k: v for k, v in env.items() if k in GPU_VARS}
+
+
+@contextlib.contextmanager
+def host_root():
+    """A root-owned 0755 temp dir a User=nobody service can read (pytest's tmp is 0700)."""
+    root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
+    os.chmod(root, 0o755)
+    try:
+        yield pathlib.Path(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

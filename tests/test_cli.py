@@ -237,7 +237,7 @@ def tempfile_dir():
 
 def test_env_file_name_is_what_systemds_glob_reads(box):
     """systemd reads EnvironmentFile= as a glob: `%n.env` for an escaped name drops its backslashes."""
-    from cortex_hook.envfile import env_file_name
+    from cortex_hook.runtime import env_file_name
     assert env_file_name("vllm@my\\x2dmodel.service") == "vllm@myx2dmodel.service.env"
     assert env_file_name("chat.service") == "chat.service.env"
     box.write_gpus([gpu_desc(0), gpu_desc(1)])

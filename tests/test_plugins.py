@@ -668,7 +668,7 @@ def test_unit_command_unwraps_our_own_wrapper(tmp_path, mode):
     write_unit(tmp_path, "llm.service", UNIT_TEXT)
     path, text = install("llm.service", mode, Options("/usr/local/bin/cortex-hook", policy="/etc/cortex-hook/p.yaml",
                                                       runtime_dir="/run/cortex-hook"), root=str(tmp_path))
-    assert f"ExecStart=-/usr/local/bin/cortex-hook --policy /etc/cortex-hook/p.yaml" in text  # really wrapped
+    assert "ExecStart=-/usr/local/bin/cortex-hook --policy /etc/cortex-hook/p.yaml" in text  # really wrapped
     assert unitfile.unit_command("llm.service", str(tmp_path)) == UNIT_WORDS
 
 

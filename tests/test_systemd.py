@@ -2,85 +2,14 @@
 NVML driver: drop-ins, the three modes, readiness, watchdog, lease release on every way out,
 the generator, isolation, and hostile values reaching the service byte for byte."""
 
-import json
 import os
-import pathlib
-import shutil
-import tempfile
 
 import pytest
 
-from .conftest import Box, gpu_desc, uuid_of
-from .sandbox import STANDIN
+from .conftest import gpu_desc, uuid_of
+from .sandbox import PORT, STANDIN, host_root, Host, gpu_env
 
 pytestmark = pytest.mark.systemd
-PORT = 18080  # each sandbox has its own network namespace
-GPU_VARS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CORTEX_GPU_COUNT", "CORTEX_GPU_UUIDS",
-            "CORTEX_GPU_INDICES", "CORTEX_HOOK_UNIT")
-
-
-class Host:
-    """One test's server: a policy, fake GPUs, a state file, and units in the sandbox."""
-
-    def __init__(self, sb, tmp_path, lib):
-        self.sb = sb
-        self.box = Box(tmp_path)
-        self.box.lib = lib
-        self.out = tmp_path / "out"
-        self.out.mkdir(mode=0o777)
-        os.chmod(self.out, 0o1777)  # services running as nobody write their records here
-
-    def setup(self, policy_body, gpus=None):
-        self.box.write_gpus(gpus or [gpu_desc(0), gpu_desc(1)])
-        self.box.write_policy(policy_body, inventory="nvml")
-        self.sb.set_environment(LD_LIBRARY_PATH=self.box.lib, FAKE_NVML_CONFIG=self.box.gpus_file)
-        return self
-
-    def flags(self):
-        return ["--policy", self.box.policy, "--state", self.box.state]
-
-    def cortex(self, *args, check=True):
-        """cortex-hook at the sandbox's shell (which, unlike units, lacks the manager's environment)."""
-        driver = [f"LD_LIBRARY_PATH={self.box.lib}", f"FAKE_NVML_CONFIG={self.box.gpus_file}"] if self.box.lib else []
-        return self.sb.run("env", *driver, self.sb.program, *self.flags(), *args, check=check)
-
-    def install(self, unit, mode):
-        return self.cortex("install", unit, "--mode", mode, "--program", self.sb.program)
-
-    def standin_unit(self, name, extra_service="", args="", port=PORT):
-        """A unit running the stand-in server (like llama-server) that records its env and argv."""
-        record = self.out / f"{name}.json"
-        cmd = f"{self.sb.python} -u {STANDIN} --host 127.0.0.1 --port {port} --record {record} {args}"
-        self.sb.write_unit(name, f"[Unit]\nDescription=stand-in {name}\n[Service]\n{extra_service}"
-                                 f"ExecStart={cmd}\n")
-        return record
-
-    def record(self, path):
-        return self.sb.wait_for(lambda: path.exists() and json.loads(path.read_text()), f"{path} to appear")
-
-    def leases(self):
-        return self.sb.leases(self.box.state, self.box.policy)
-
-    def decision(self, unit):
-        """What allocate decided for UNIT's current start (its record in the sandbox's /run)."""
-        text = self.sb.read(f"/run/cortex-hook/{unit}.json")
-        return json.loads(text) if text else None
-
-
-@pytest.fixture
-def host(sandbox, fake_nvml_lib):
-    """A Host whose files live where a User=nobody service can read them (pytest's tmp is 0700)."""
-    root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
-    os.chmod(root, 0o755)
-    try:
-        yield Host(sandbox, pathlib.Path(root), fake_nvml_lib)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def gpu_env(env):
-    return {k: v for k, v in env.items() if k in GPU_VARS}
-
 
 # -- the three modes ---------------------------------------------------------------------------
 def test_env_mode_with_user_gets_exactly_the_planned_variables(host):
@@ -268,12 +197,10 @@ def test_hostile_paths_and_unit_names_reach_cortex_hook_byte_for_byte(sandbox, f
     """The policy and state paths baked into a drop-in (spaces, quotes, %, $, backslash, newline)
     and an escaped instance name reach `allocate` unchanged: it finds its files, and the service
     sees its own unit name in CORTEX_HOOK_UNIT."""
-    root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
-    os.chmod(root, 0o755)
-    try:
+    with host_root() as root:
         weird = os.path.join(root, 'a dir with "quotes" $HOME %n \\back\nline')
         os.mkdir(weird)
-        host = Host(sandbox, pathlib.Path(root), fake_nvml_lib)
+        host = Host(sandbox, root, fake_nvml_lib)
         host.box.policy = os.path.join(weird, "policy.yaml")
         host.box.state = os.path.join(weird, "state.db")
         host.setup("services:\n  - match: 'vllm@*.service'\n")
@@ -290,17 +217,13 @@ def test_hostile_paths_and_unit_names_reach_cortex_hook_byte_for_byte(sandbox, f
         assert [(l["unit"], l["uuid"]) for l in host.leases()] == [(unit, uuid_of(0))]
         host.sb.systemctl("stop", unit, check=True)
         assert host.leases() == []
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_hostile_values_in_the_env_file_reach_the_service(sandbox, tmp_path):
     """Anything cortex-hook puts in an env file reaches the server unchanged. The GPU UUIDs come
     from the driver (here: a simulated one reporting hostile UUIDs)."""
-    root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
-    os.chmod(root, 0o755)
-    try:
-        host = Host(sandbox, pathlib.Path(root), None)
+    with host_root() as root:
+        host = Host(sandbox, root, None)
         weird = ['GPU-with space', 'GPU-"dq"', "GPU-'sq'", 'GPU-$HOME', 'GPU-${X}', 'GPU-`id`', 'GPU-\\x41\\',
                  'GPU-%n%%', 'GPU-new\nline', 'GPU-ünï']
         host.box.write_gpus([gpu_desc(i, uuid=u) for i, u in enumerate(weird)])
@@ -312,8 +235,6 @@ def test_hostile_values_in_the_env_file_reach_the_service(sandbox, tmp_path):
         env = host.record(record)["env"]
         assert env["CORTEX_GPU_UUIDS"].split(",") == weird
         assert env["CUDA_VISIBLE_DEVICES"] == ",".join(weird)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.parametrize("mode", ["env", "exec", "supervise"])

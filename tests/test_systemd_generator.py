@@ -15,7 +15,7 @@ import pytest
 
 from .conftest import SD_SANDBOX, Box, uuid_of
 from .sandbox import STANDIN
-from .test_systemd import PORT, gpu_env, host  # noqa: F401  (`host` is a fixture)
+from .sandbox import PORT, gpu_env
 
 systemd = pytest.mark.systemd
 GENERATOR_NAME = "cortex-hook-generator"

@@ -9,7 +9,8 @@ import sqlite3
 import pytest
 
 from .conftest import gpu_desc, uuid_of
-from .test_systemd import PORT, SUPERVISED, gpu_env, host  # noqa: F401  (host is a fixture)
+from .sandbox import PORT, gpu_env
+from .test_systemd import SUPERVISED
 
 pytestmark = pytest.mark.systemd
 UNIT = "llm.service"

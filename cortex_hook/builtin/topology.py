@@ -57,7 +57,7 @@ def cortex_select_gpus(request, ranked, count):
                          + " (better ranked, but not NVLink-joined to the rest)")
         return Selection(chosen, notes)
     unknown = any(v.gpu.nvlink_peers is None for v in ranked)
-    missing = (f"NVLink is unknown (the driver does not report it)" if unknown
+    missing = ("NVLink is unknown (the driver does not report it)" if unknown
                else f"no free NVLink-joined set of {count}")
     if mode == "require-nvlink":
         return Selection([], [f"{missing}; topology: require-nvlink"])

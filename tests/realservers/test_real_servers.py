@@ -7,8 +7,6 @@ Run with `make e2e` (provisions the servers into ~/.cache/cortex-hook-e2e first)
 """
 
 import http.client
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -147,14 +145,9 @@ def test_triton_broken_model_fails_the_start_naming_it(nvml, e2e_cache):
 def test_llama_server_under_systemd(sandbox, nvml, e2e_cache):
     """The real llama-server as a supervised unit of the real systemd: start returns once it is
     ready, the main process is the wrapper, the server has the planned GPUs, stop releases."""
-    from ..test_systemd import Host
-    import pathlib
-    import shutil
-    import tempfile
-    root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
-    os.chmod(root, 0o755)
-    try:
-        host = Host(sandbox, pathlib.Path(root), nvml.lib)
+    from ..sandbox import Host, host_root
+    with host_root() as root:
+        host = Host(sandbox, root, nvml.lib)
         host.setup("services:\n  - match: llama.service\n    server: llama.cpp\n")
         sandbox.write_unit("llama.service", f"[Service]\nExecStart={e2e_cache}/bin/llama-server -m "
                                             f"{e2e_cache}/models/tiny-llama.gguf --host 127.0.0.1 --port 8080 -c 256\n")
@@ -171,5 +164,3 @@ def test_llama_server_under_systemd(sandbox, nvml, e2e_cache):
         sandbox.systemctl("stop", "llama.service", check=True)
         assert sandbox.prop("llama.service", "Result") == "success"
         assert host.leases() == []
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
