@@ -297,7 +297,13 @@ def cmd_allocate(args):
 def cmd_release(args):
     """Give back a unit's GPUs."""
     from .allocation import release
+    from .state import state_path
     unit = _unit(args.unit)
+    if not os.path.exists(state_path(args.state)):  # nothing was ever allocated: create nothing
+        from .runtime import clear_start
+        clear_start(_runtime_dir(args), unit)
+        print(f"{unit}: held no GPU")
+        return 0
     with _state(args) as state:
         uuids = release(unit, state, _runtime_dir(args))
     print(f"{unit}: released {', '.join(uuids)}" if uuids else f"{unit}: held no GPU")

@@ -210,5 +210,5 @@ def sandbox(tmp_path, service_venv):
 def host(sandbox, fake_nvml_lib):
     """A Host (tests/sandbox.py): policy, fake GPUs, state and units of one test, in a sandbox."""
     from .sandbox import Host, host_root
-    with host_root() as root:
+    with host_root(sandbox) as root:
         yield Host(sandbox, root, fake_nvml_lib)

@@ -23,6 +23,7 @@ class Sandbox:
     """Drive one sandbox: systemctl, journal, files and processes inside it."""
 
     def __init__(self, name, directory, venv):
+        self.running = False
         self.name = name
         self.dir = str(directory)
         self.program = os.path.join(venv, "bin", "cortex-hook")  # runnable by any User=
@@ -30,12 +31,19 @@ class Sandbox:
         self.env = dict(os.environ, SDSANDBOX_NAME=name, SDSANDBOX_DIR=self.dir)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def up(self):
-        r = subprocess.run([SD_SANDBOX, "up"], env=self.env, capture_output=True, text=True, timeout=120)
+    def up(self, keep=False):
+        """Boot it (KEEP: with the /etc/systemd of the previous boot, as a reboot)."""
+        r = subprocess.run([SD_SANDBOX, "up", *(["--keep"] if keep else [])], env=self.env, capture_output=True,
+                           text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"sd-sandbox up failed: {r.stderr}\n{r.stdout}")
+        self.running = True
 
     def down(self):
+        """Bring the sandbox down (once; later calls do nothing)."""
+        if not self.running:
+            return
+        self.running = False
         r = subprocess.run([SD_SANDBOX, "down"], env=self.env, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError(f"sd-sandbox down failed: {r.stderr}\n{r.stdout}")
@@ -179,11 +187,16 @@ def gpu_env(env):
 
 
 @contextlib.contextmanager
-def host_root():
-    """A root-owned 0755 temp dir a User=nobody service can read (pytest's tmp is 0700)."""
+def host_root(sandbox=None):
+    """A root-owned 0755 temp dir a User=nobody service can read (pytest's tmp is 0700).
+
+    SANDBOX is brought down first on the way out: its units' ExecStopPost= writes in here.
+    """
     root = tempfile.mkdtemp(prefix="cortex-hook-sd-")
     os.chmod(root, 0o755)
     try:
         yield pathlib.Path(root)
     finally:
+        if sandbox is not None:
+            sandbox.down()
         shutil.rmtree(root, ignore_errors=True)

@@ -261,3 +261,12 @@ def test_plan_shows_the_command_and_keeps_its_options_apart(box):
     assert out["argv"] == ["vllm", "serve", "m", "--json", "--tensor-parallel-size", "1"]
     text = box.cli("plan", "v", "--", "vllm", "serve", "m").stdout
     assert "command: vllm serve m --tensor-parallel-size 1" in text
+
+
+def test_release_on_a_fresh_machine_creates_nothing(box):
+    """ExecStopPost= may run before anything was ever allocated: no state database appears."""
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    r = box.cli("release", "chat")
+    assert r.returncode == 0 and "held no GPU" in r.stdout
+    assert not os.path.exists(box.state) and not os.path.exists(os.path.dirname(box.state))

@@ -197,7 +197,7 @@ def test_hostile_paths_and_unit_names_reach_cortex_hook_byte_for_byte(sandbox, f
     """The policy and state paths baked into a drop-in (spaces, quotes, %, $, backslash, newline)
     and an escaped instance name reach `allocate` unchanged: it finds its files, and the service
     sees its own unit name in CORTEX_HOOK_UNIT."""
-    with host_root() as root:
+    with host_root(sandbox) as root:
         weird = os.path.join(root, 'a dir with "quotes" $HOME %n \\back\nline')
         os.mkdir(weird)
         host = Host(sandbox, root, fake_nvml_lib)
@@ -222,7 +222,7 @@ def test_hostile_paths_and_unit_names_reach_cortex_hook_byte_for_byte(sandbox, f
 def test_hostile_values_in_the_env_file_reach_the_service(sandbox, tmp_path):
     """Anything cortex-hook puts in an env file reaches the server unchanged. The GPU UUIDs come
     from the driver (here: a simulated one reporting hostile UUIDs)."""
-    with host_root() as root:
+    with host_root(sandbox) as root:
         host = Host(sandbox, root, None)
         weird = ['GPU-with space', 'GPU-"dq"', "GPU-'sq'", 'GPU-$HOME', 'GPU-${X}', 'GPU-`id`', 'GPU-\\x41\\',
                  'GPU-%n%%', 'GPU-new\nline', 'GPU-ünï']

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .conftest import SD_SANDBOX, Box, uuid_of
+from .conftest import Box, uuid_of
 from .sandbox import STANDIN
 from .sandbox import PORT, gpu_env
 
@@ -413,8 +413,7 @@ def test_unwrappable_units_get_env_mode_and_are_listed_as_skipped(host):
 def reboot(host):
     """Take the sandbox down and boot it again with its /etc/systemd (units, generator) kept."""
     host.sb.down()
-    r = subprocess.run([SD_SANDBOX, "up", "--keep"], env=host.sb.env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr + r.stdout
+    host.sb.up(keep=True)
     host.sb.set_environment(LD_LIBRARY_PATH=host.box.lib, FAKE_NVML_CONFIG=host.box.gpus_file)  # units' driver
 
 

@@ -146,7 +146,7 @@ def test_llama_server_under_systemd(sandbox, nvml, e2e_cache):
     """The real llama-server as a supervised unit of the real systemd: start returns once it is
     ready, the main process is the wrapper, the server has the planned GPUs, stop releases."""
     from ..sandbox import Host, host_root
-    with host_root() as root:
+    with host_root(sandbox) as root:
         host = Host(sandbox, root, nvml.lib)
         host.setup("services:\n  - match: llama.service\n    server: llama.cpp\n")
         sandbox.write_unit("llama.service", f"[Service]\nExecStart={e2e_cache}/bin/llama-server -m "
