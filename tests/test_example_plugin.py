@@ -2,6 +2,7 @@
 target directory), is found through its entry point and changes the plan."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,8 +13,10 @@ EXAMPLE = os.path.join(REPO, "examples", "cortex-hook-maintenance")
 
 def test_example_plugin_installs_and_takes_part(box, tmp_path):
     target = tmp_path / "site"
+    source = tmp_path / "example"  # pip builds in its source tree: keep the checkout clean
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--target", str(target), EXAMPLE],
+                        "--no-deps", "--target", str(target), str(source)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     maint = tmp_path / "maintenance"
