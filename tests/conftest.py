@@ -156,6 +156,17 @@ def nvml_box(tmp_path, fake_nvml_lib):
     return b
 
 
+def assert_state_intact(state_path):
+    """The state database passes SQLite's integrity check and is still in WAL mode."""
+    import sqlite3
+    conn = sqlite3.connect(state_path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
 def assert_one_line_error(stderr, *needles):
     """The error output is exactly one line, no traceback, and mentions every NEEDLE."""
     lines = [l for l in stderr.splitlines() if l.strip()]

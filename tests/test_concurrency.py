@@ -7,7 +7,6 @@ together. Each then runs `cortex_hook.cli.main(...)` against the same box.
 
 import errno
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from collections import defaultdict
 
 import pytest
 
-from .conftest import assert_one_line_error, gpu_desc, uuid_of
+from .conftest import assert_one_line_error, assert_state_intact, gpu_desc, uuid_of
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "gated_allocate.py")
 READY_TIMEOUT_S = 60.0
@@ -91,12 +90,7 @@ def assert_never_locked(results):
 
 
 def assert_integrity(box):
-    conn = sqlite3.connect(box.state)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        conn.close()
+    assert_state_intact(box.state)
 
 
 def leases_by_unit(box):

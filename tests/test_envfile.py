@@ -16,104 +16,12 @@ from cortex_hook.envfile import render_env, write_atomic
 from cortex_hook.errors import OutputError, UsageError
 
 from .conftest import assert_one_line_error, gpu_desc, uuid_of
-
-
-# -- a reference parser, written from systemd's documented env-file rules -------------------------
-class EnvSyntaxError(Exception):
-    pass
+from .envrules import EnvParseError, env_as_systemd_reads
 
 
 def parse_env_file(data):
-    """Parse DATA (bytes) as systemd's EnvironmentFile= does; -> {name: value} in file order.
-
-    Rules: blank lines and lines starting with `#` or `;` are ignored; each assignment is
-    `NAME=VALUE`, blanks before the value are skipped. Unquoted values end at the newline (trailing blanks
-    dropped), a backslash escapes the next character and backslash-newline continues the line.
-    In single quotes everything is literal. In double quotes: backslash before one of " \\ ` $
-    yields that character, backslash-newline is a line continuation (both vanish), any other
-    backslash is kept together with the character after it, and a literal newline is kept.
-    The file must be UTF-8.
-    """
-    text = data.decode("utf-8")  # systemd refuses values that are not valid UTF-8
-    out = {}
-    state, key, value = "pre_key", "", ""
-    newline, blank = "\n\r", " \t"
-
-    def push():
-        name = key.rstrip(blank)
-        if not name or not (name[0].isalpha() or name[0] == "_") or \
-                not all(ch.isascii() and (ch.isalnum() or ch == "_") for ch in name):
-            raise EnvSyntaxError(f"invalid name {name!r}")
-        out[name] = value
-
-    for c in text:
-        if state == "pre_key":
-            if c in "#;":
-                state = "comment"
-            elif c not in blank + newline:
-                state, key = "key", c
-        elif state == "key":
-            if c in newline:
-                raise EnvSyntaxError(f"line without '=': {key!r}")
-            elif c == "=":
-                state, value = "pre_value", ""
-            else:
-                key += c
-        elif state == "pre_value":
-            if c in newline:
-                push()
-                state = "pre_key"
-            elif c == "'":
-                state = "single"
-            elif c == '"':
-                state = "double"
-            elif c == "\\":
-                state = "value_escape"
-            elif c not in blank:
-                state, value = "value", value + c
-        elif state == "value":
-            if c in newline:
-                value = value.rstrip(blank)
-                push()
-                state = "pre_key"
-            elif c == "\\":
-                state = "value_escape"
-            else:
-                value += c
-        elif state == "value_escape":
-            state = "value"
-            if c not in newline:
-                value += c
-        elif state == "single":
-            if c == "'":
-                state = "pre_value"
-            else:
-                value += c
-        elif state == "double":
-            if c == '"':
-                state = "pre_value"
-            elif c == "\\":
-                state = "double_escape"
-            else:
-                value += c  # a literal newline (or anything else) is kept
-        elif state == "double_escape":
-            state = "double"
-            if c in '"\\`$':
-                value += c
-            elif c == "\n":
-                pass  # line continuation
-            else:
-                value += "\\" + c
-        elif state == "comment":
-            if c in newline:
-                state = "pre_key"
-    if state in ("single", "double", "double_escape"):
-        raise EnvSyntaxError("unterminated quote at end of file")
-    if state == "key":
-        raise EnvSyntaxError(f"line without '=': {key!r}")
-    if state in ("pre_value", "value", "value_escape"):
-        push()
-    return out
+    """DATA (bytes, UTF-8 as systemd requires) -> {name: value} as systemd reads it (tests/envrules.py)."""
+    return env_as_systemd_reads(data.decode("utf-8"))
 
 
 def test_reference_parser_follows_the_rules():
@@ -130,7 +38,7 @@ def test_reference_parser_follows_the_rules():
     assert parse_env_file(text) == {
         "A": 'x"y\\z`w$v', "B": "keep \\n and \\q", "C": "onetwo", "D": "real\nnewline",
         "E": 'single $x \\ "', "F": "plain value", "G": "continued", "H": ""}
-    with pytest.raises(EnvSyntaxError):
+    with pytest.raises(EnvParseError):
         parse_env_file(b'A="open\n')
 
 

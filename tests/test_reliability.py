@@ -72,7 +72,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from .conftest import Box, assert_one_line_error, gpu_desc, require, uuid_of
+from .conftest import Box, assert_one_line_error, assert_state_intact, gpu_desc, require, uuid_of
 from .test_fuzz import parse_env_252
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -730,12 +730,7 @@ def test_kill_while_creating_the_state_database_leaves_it_usable(tmp_path):
         r = box.cli("leases", "--json")
         assert r.returncode == 0, (trial, r.stderr)
         assert [l["unit"] for l in json.loads(r.stdout)["leases"]] in ([], ["ex-a.service"])
-        conn = sqlite3.connect(box.state)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        finally:
-            conn.close()
+        assert_state_intact(box.state)
         out = box.json("allocate", "ex-b", "--holder-pid", str(os.getpid()))
         assert len(out["gpus"]) == 1
     assert killed >= 1  # at least one kill landed before the process finished
@@ -794,12 +789,7 @@ def test_processes_racing_to_create_the_state_all_succeed(tmp_path):
                     p.wait()
         failed = [(rc, out.strip(), err.strip()[-300:]) for rc, (out, err) in results if rc != 0]
         assert not failed, f"trial {trial}: {len(failed)} of 8 failed: {failed[0]}"
-        conn = sqlite3.connect(state)
-        try:
-            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        finally:
-            conn.close()
+        assert_state_intact(state)
 
 
 # -- the windows, deterministically: a real process SIGKILLs itself at an exact point ----------------
