@@ -177,14 +177,14 @@ def _policy(args, cached=True):
 def _trusted_runtime_dir(args):
     """The runtime dir if it exists and only root (or we) can change it, else None."""
     import stat
+
+    from .safety import stat_is_trusted
     directory = _runtime_dir(args)
     try:
         st = os.lstat(directory)
     except OSError:
         return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
-        return None
-    return directory
+    return directory if stat.S_ISDIR(st.st_mode) and stat_is_trusted(st) else None
 
 
 def _state(args, create=True):

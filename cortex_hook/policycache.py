@@ -9,10 +9,10 @@ by others: it decides what root does as much as the policy does.
 
 import marshal
 import os
-import stat
 
 from . import __version__
 from .model import HealthPolicy, Policy, ScoringPolicy, ServicePolicy
+from .safety import stat_is_trusted
 
 CACHE_NAME = "policy.cache"
 FORMAT = 1
@@ -31,8 +31,7 @@ def load(cache_dir, key):
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        if not stat_is_trusted(os.fstat(fd)):
             return None
         with os.fdopen(fd, "rb") as f:
             fd = None

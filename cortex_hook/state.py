@@ -102,11 +102,12 @@ class State:
                 os.makedirs(directory, mode=0o755, exist_ok=True)
             except OSError as exc:
                 raise StateError(f"state {path}: cannot create {directory}: {exc.strerror}") from None
-        if check_owner:
+        if check_owner:  # the file's check covers the directories above it
             from .safety import check_trusted
-            check_trusted(directory, "state directory")
             if exists:
                 check_trusted(path, "state")
+            else:
+                check_trusted(directory, "state directory")
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)

@@ -317,3 +317,15 @@ def test_allocated_env_file_is_parsed_back_by_the_reference_parser(box):
     assert env["CUDA_VISIBLE_DEVICES"] == uuid_of(0) and env["CORTEX_HOOK_UNIT"] == "chat.service"
     assert stat.S_IMODE(os.stat(box.env_file("chat.service")).st_mode) == 0o644
     assert [n for n in os.listdir(box.runtime) if n.startswith(".") or n.endswith(".tmp")] == []
+
+
+def test_sticky_world_writable_runtime_dir_is_refused(box):
+    """Sticky world-writable is fine ABOVE the runtime dir (/tmp), never for the dir itself: another
+    user could plant UNIT.env there, which systemd hands to ExecStartPre=+ as root."""
+    one_gpu(box)
+    os.makedirs(box.runtime)
+    os.chmod(box.runtime, 0o1777)
+    r = box.cli("allocate", "chat")
+    assert r.returncode == 77
+    assert_one_line_error(r.stderr, "runtime dir", "writable by group or others")
+    assert box.json("leases")["leases"] == []
