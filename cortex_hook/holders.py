@@ -59,7 +59,7 @@ def unit_cgroup_dir(unit, pid="self"):
     except OSError:
         return None
     for line in lines:
-        hierarchy, _, rest = line.partition(":")
+        _, _, rest = line.partition(":")  # hierarchy-ID:controllers:path
         controllers, _, path = rest.partition(":")
         if controllers not in ("", "name=systemd"):
             continue

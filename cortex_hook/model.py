@@ -63,11 +63,6 @@ class FrozenRecord(Record):
         return hash(tuple(getattr(self, n) for n in self.__slots__))
 
 
-# nvmlGpuTopologyLevel_t values: the lower, the closer two GPUs are on the PCIe tree.
-TOPOLOGY_NAMES = {0: "internal", 10: "same PCIe switch", 20: "PCIe switches", 30: "host bridge",
-                  40: "NUMA node", 50: "system"}
-
-
 class Process(Record):
     """A compute process on a GPU, as the driver reports it."""
 

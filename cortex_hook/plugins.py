@@ -197,8 +197,3 @@ def load_plugins(entry_points=True):
     _cached = Plugins(pm)
     return _cached
 
-
-def reset_plugins():
-    """Forget the cached manager (tests that change the block list)."""
-    global _cached
-    _cached = None

@@ -46,10 +46,3 @@ def _looks_like_suffix(s):
         "socket", "device", "mount", "automount", "swap", "target", "path", "timer",
         "slice", "scope",
     }
-
-
-def template_of(unit):
-    """`vllm@llama.service` -> `vllm@.service`; None for a unit that is not an instance."""
-    stem = unit[: -len(".service")]
-    at = stem.find("@")
-    return None if at < 0 else stem[: at + 1] + ".service"

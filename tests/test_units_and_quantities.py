@@ -4,7 +4,7 @@ import pytest
 
 from cortex_hook.errors import UsageError
 from cortex_hook.quantities import format_duration, format_size, parse_duration, parse_fraction, parse_size
-from cortex_hook.unitname import normalize_unit, template_of
+from cortex_hook.unitname import normalize_unit
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -26,11 +26,6 @@ def test_invalid_units(bad, needle):
     with pytest.raises(UsageError) as info:
         normalize_unit(bad)
     assert needle in str(info.value)
-
-
-def test_template_of():
-    assert template_of("vllm@x.service") == "vllm@.service"
-    assert template_of("chat.service") is None
 
 
 def test_sizes():

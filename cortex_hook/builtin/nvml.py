@@ -12,9 +12,6 @@ from ..hookspecs import hookimpl
 from ..model import Gpu, Process
 from .cuda_env import assign_cuda_indices
 
-NVLINK_MAX_LINKS = 18
-
-
 @hookimpl
 def cortex_discover_gpus(policy, detail):
     """Ask NVML about every GPU (under `policy.discovery_timeout`)."""
