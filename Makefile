@@ -30,7 +30,7 @@ bench:
 stress: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python bench/stress.py --trials 200
 
-$(DEMO_VENV)/.installed: pyproject.toml
+$(DEMO_VENV)/.installed: pyproject.toml $(shell find cortex_hook plugins -name '*.py' -not -path '*/__pycache__/*')
 	rm -rf $(DEMO_VENV)
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/pip install --quiet --disable-pip-version-check .

@@ -1,7 +1,7 @@
 """cortex-hook: picks the GPUs an inference server gets each time systemd starts it.
 
-Plugins write ``from cortex_hook import hookimpl``; that import is resolved lazily so that
-commands which need no plugins (release, priority, leases) never pay for importing pluggy.
+Plugins write ``from cortex_hook import hookimpl``: pluggy's marker, made without importing pluggy
+(cortex_hook/markers.py), resolved lazily so commands that need no plugins load nothing for it.
 """
 
 __version__ = "0.1.0"
@@ -9,6 +9,6 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     if name == "hookimpl":
-        from .hookspecs import hookimpl
+        from .markers import hookimpl
         return hookimpl
     raise AttributeError(f"module 'cortex_hook' has no attribute {name!r}")

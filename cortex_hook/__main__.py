@@ -1,7 +1,5 @@
 """`python -m cortex_hook` = `cortex-hook`."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()

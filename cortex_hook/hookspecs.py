@@ -10,10 +10,7 @@ All hooks take keyword arguments only. A plugin implements any subset:
             return Reason("no-t4", "T4 boards are kept for transcoding")
 """
 
-import pluggy
-
-hookspec = pluggy.HookspecMarker("cortex_hook")
-hookimpl = pluggy.HookimplMarker("cortex_hook")
+from .markers import hookimpl, hookspec  # noqa: F401  (hookimpl: what plugins import)
 
 
 @hookspec

@@ -40,7 +40,7 @@ def prepare(unit, argv, args, environ, on_wait=None):
     directory = runtime.runtime_dir(args.runtime_dir)
     policy = load_policy(args.policy, cache_dir=directory)  # ExecStartPre's parse, if unchanged
     svc = service_for(policy, unit)
-    plugins = load_plugins()
+    plugins = load_plugins(cache_dir=directory)  # the hook plan ExecStartPre recorded, if any
     check_server(plugins, policy, svc)
     record = runtime.read_record(directory, unit)
     invocation = environ.get("INVOCATION_ID")

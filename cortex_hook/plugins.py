@@ -37,12 +37,10 @@ def disabled_plugins():
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
-def iter_entry_points(group=ENTRY_POINT_GROUP, path=None):
-    """Yield (name, value, distribution) for every entry point of GROUP on sys.path.
-
-    A distribution found twice on the path counts once (the first wins), as in importlib.metadata.
-    """
-    seen = set()
+def distributions(path=None):
+    """[(directory, metadata dir name, normalised distribution name)] on PATH (default sys.path);
+    a distribution found twice counts once (the first wins), as in importlib.metadata."""
+    seen, out = set(), []
     for entry in (sys.path if path is None else path):
         try:
             names = os.listdir(entry or ".")
@@ -52,15 +50,27 @@ def iter_entry_points(group=ENTRY_POINT_GROUP, path=None):
             if not name.endswith((".dist-info", ".egg-info")):
                 continue
             dist = name.rsplit(".", 1)[0].split("-")[0].lower().replace("-", "_").replace(".", "_")
-            if dist in seen:
-                continue
-            seen.add(dist)
-            try:
-                with open(os.path.join(entry or ".", name, "entry_points.txt"), encoding="utf-8") as f:
-                    text = f.read()
-            except OSError:
-                continue
-            yield from ((n, v, dist) for n, v in _parse_entry_points(text, group))
+            if dist not in seen:
+                seen.add(dist)
+                out.append((entry or ".", name, dist))
+    return out
+
+
+def iter_entry_points(group=ENTRY_POINT_GROUP, path=None, dists=None):
+    """Yield (name, value, distribution) for every entry point of GROUP in DISTS (default: the
+    distributions on PATH)."""
+    for directory, name, dist in (distributions(path) if dists is None else dists):
+        try:
+            with open(os.path.join(directory, name, "entry_points.txt"), encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            continue
+        yield from ((n, v, dist) for n, v in _parse_entry_points(text, group))
+
+
+def _version_of(dists, wanted):
+    """The metadata dir name of distribution WANTED (it carries the version), or None."""
+    return next((name for _, name, dist in dists if dist == wanted), None)
 
 
 def _parse_entry_points(text, group):
@@ -76,73 +86,78 @@ def _parse_entry_points(text, group):
             yield name.strip(), value.strip()
 
 
+def _import(module_name):
+    __import__(module_name)
+    return sys.modules[module_name]
+
+
 def _load_entry_point(value):
     module_name, _, attr = value.partition(":")
-    obj = __import__(module_name.strip(), fromlist=["_"])
+    obj = _import(module_name.strip())
     for part in filter(None, attr.strip().split(".")):
         obj = getattr(obj, part)
     return obj
 
 
 class Plugins:
-    """Typed access to every hook. Create with `load_plugins()`."""
+    """Typed access to every hook. Create with `load_plugins()`.
 
-    def __init__(self, pm):
+    HOOK is pluggy's `pm.hook`, or the memoised plan's stand-in for it (cortex_hook/hookplan.py);
+    PLUGINS is [(name, object)] in registration order."""
+
+    def __init__(self, hook, plugins, pm=None):
+        self.hook = hook
+        self.plugins = plugins
         self.pm = pm
 
     def names(self):
         """Every registered plugin name, in registration order."""
-        return [name for name, plugin in self.pm.list_name_plugin() if plugin is not None]
+        return [name for name, _ in self.plugins]
 
     def server_names(self):
         """Every `server:` name some plugin handles."""
-        return sorted({n for names in self.pm.hook.cortex_server_names() for n in names})
+        return sorted({n for names in self.hook.cortex_server_names() for n in names})
 
     def validate_options(self, service):
         """[(key, message)] problems with SERVICE's options, or None if no plugin checks them."""
-        answers = [a for a in self.pm.hook.cortex_validate_options(service=service) if a is not None]
+        answers = [a for a in self.hook.cortex_validate_options(service=service) if a is not None]
         if not answers:
             return None
         return [problem for answer in answers for problem in answer]
 
     def discover_gpus(self, policy, detail=frozenset()):
         """The GPUs the policy's inventory sees, or None if no plugin provides that inventory."""
-        return self.pm.hook.cortex_discover_gpus(policy=policy, detail=frozenset(detail))
+        return self.hook.cortex_discover_gpus(policy=policy, detail=frozenset(detail))
 
     def check_gpu(self, request, gpu):
         """Every reason any plugin gives against GPU (empty when it is acceptable)."""
-        return _flatten(self.pm.hook.cortex_check_gpu(request=request, gpu=gpu))
+        return _flatten(self.hook.cortex_check_gpu(request=request, gpu=gpu))
 
     def score_gpu(self, request, gpu):
         """Every score term any plugin gives for GPU."""
-        return _flatten(self.pm.hook.cortex_score_gpu(request=request, gpu=gpu))
+        return _flatten(self.hook.cortex_score_gpu(request=request, gpu=gpu))
 
     def select_gpus(self, request, ranked, count):
         """The first plugin's Selection of COUNT verdicts from RANKED."""
-        return self.pm.hook.cortex_select_gpus(request=request, ranked=ranked, count=count)
+        return self.hook.cortex_select_gpus(request=request, ranked=ranked, count=count)
 
     def prepare_launch(self, request, decision, launch):
         """Let every plugin add to LAUNCH (cuda env first, then server plugins)."""
-        self.pm.hook.cortex_prepare_launch(request=request, decision=decision, launch=launch)
+        self.hook.cortex_prepare_launch(request=request, decision=decision, launch=launch)
 
     def readiness_probe(self, request, launch):
         """The first plugin's readiness probe for the server about to run, or None."""
-        return self.pm.hook.cortex_readiness_probe(request=request, launch=launch)
+        return self.hook.cortex_readiness_probe(request=request, launch=launch)
 
     def decision_made(self, request, decision):
         """Tell every plugin about a committed decision."""
-        self.pm.hook.cortex_decision_made(request=request, decision=decision)
+        self.hook.cortex_decision_made(request=request, decision=decision)
 
     def implementations(self):
-        """{plugin name: [hook names it implements]} for `cortex-hook plugins`."""
-        out = {}
-        for name, plugin in self.pm.list_name_plugin():
-            if plugin is None:  # blocked: pluggy keeps the name with no plugin
-                continue
-            out[name] = sorted(
-                impl_hook.name for impl_hook in self.pm.get_hookcallers(plugin) or []
-            )
-        return out
+        """{plugin name: [hook names it implements]} for `cortex-hook plugins` (asks pluggy)."""
+        pm = self.pm or _register(self.plugins)
+        return {name: sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+                for name, plugin in self.plugins}
 
 
 def _flatten(results):
@@ -158,42 +173,68 @@ def _flatten(results):
 _cached = None
 
 
-def load_plugins(entry_points=True):
-    """Build (once per process) the plugin manager: built-ins, then entry points, minus blocked."""
+def load_plugins(entry_points=True, cache_dir=None):
+    """The plugins (once per process): built-ins, then entry points, minus the blocked ones.
+
+    With CACHE_DIR (the trusted runtime dir), a plan pluggy made earlier for exactly these
+    plugins is used instead of pluggy, and pluggy's plan is recorded there when it was not."""
     global _cached
     if _cached is not None:
         return _cached
+    dists = distributions() if entry_points else []
+    plugins = _import_plugins(dists)
+    use_plan = cache_dir is not None and not os.environ.get("CORTEX_HOOK_TRACE_PLUGINS")
+    key = None
+    if use_plan:
+        from . import hookplan, hookspecs
+        key = hookplan.fingerprint(plugins, hookspecs, _version_of(dists, "pluggy"))
+        hook = hookplan.load(cache_dir, key, plugins) if key is not None else None
+        if hook is not None:
+            _cached = Plugins(hook, plugins)
+            return _cached
+    pm = _register(plugins)
+    if key is not None:
+        hookplan.record(cache_dir, key, pm, plugins)
+    if os.environ.get("CORTEX_HOOK_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(sys.stderr.write)
+        pm.enable_tracing()
+    _cached = Plugins(pm.hook, plugins, pm)
+    return _cached
+
+
+def _import_plugins(dists):
+    """[(name, plugin object)]: the built-ins, then the entry points of DISTS, minus blocked."""
+    blocked = disabled_plugins()
+    out, names = [], set(blocked)
+    for modname in BUILTIN_PLUGINS:
+        if modname.rsplit(".", 1)[1] in blocked or modname in blocked:
+            continue
+        out.append((modname, _import(modname)))
+        names.add(modname)
+    for name, value, dist in iter_entry_points(dists=dists):
+        if name in names:
+            continue
+        names.add(name)
+        try:
+            out.append((name, _load_entry_point(value)))
+        except Exception as exc:  # a broken third-party plugin must not look like our bug
+            raise PluginError(f"plugin {name!r} ({value}, from {dist}) failed to load: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return out
+
+
+def _register(plugins):
+    """A pluggy PluginManager with PLUGINS registered (PluginError if pluggy refuses one)."""
     import pluggy
 
     from . import hookspecs
 
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
-    blocked = disabled_plugins()
-    for modname in BUILTIN_PLUGINS:
-        short = modname.rsplit(".", 1)[1]
-        if short in blocked or modname in blocked:
-            pm.set_blocked(modname)
-            continue
-        pm.register(__import__(modname, fromlist=["_"]), name=modname)
-    if entry_points:
-        for name, value, dist in iter_entry_points():
-            if name in blocked:
-                pm.set_blocked(name)
-                continue
-            if pm.get_plugin(name) is not None or pm.is_blocked(name):
-                continue
-            try:
-                pm.register(_load_entry_point(value), name=name)
-            except Exception as exc:  # a broken third-party plugin must not look like our bug
-                raise PluginError(
-                    f"plugin {name!r} ({value}, from {dist}) failed to load: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+    for name, plugin in plugins:
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:
+            raise PluginError(f"plugin {name!r} was refused: {type(exc).__name__}: {exc}") from exc
     pm.check_pending()
-    if os.environ.get("CORTEX_HOOK_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(sys.stderr.write)
-        pm.enable_tracing()
-    _cached = Plugins(pm)
-    return _cached
-
+    return pm

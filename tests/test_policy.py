@@ -283,7 +283,7 @@ def test_policy_cache_is_used_only_while_the_file_is_unchanged(box):
     assert box.json("plan", "a")["service"]["gpus"] == 1
     cache = os.path.join(box.runtime, "policy.cache")
     data = marshal.load(open(cache, "rb"))
-    data["policy"]["services"][0]["gpus"] = 2  # tamper: only a cache hit could give 2
+    data["value"]["services"][0]["gpus"] = 2  # tamper: only a cache hit could give 2
     with open(cache, "wb") as f:
         marshal.dump(data, f)
     assert box.json("plan", "a")["service"]["gpus"] == 2  # served from the cache

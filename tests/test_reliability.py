@@ -19,8 +19,8 @@ After every round, and at the end:
   - after `cortex-hook leases --reap` no lease has a dead holder, and no live holder's lease is gone;
   - every `UNIT.env` parses completely as systemd reads it (tests/test_fuzz.py's reference
     parser), has every variable, and names as many GPUs as the unit's service asks for;
-    every `UNIT.json` is complete JSON for that unit; the only other files are `policy.cache`
-    and temp files `.NAME.PID.tmp` whose PID is a process we killed (at most one per process):
+    every `UNIT.json` is complete JSON for that unit; the only other files are the memos
+    (`policy.cache`, `hookplan.cache`) and temp files `.NAME.PID.tmp` whose PID is a process we killed (at most one per process):
     write_atomic never leaves half a file under a final name, but a process killed between
     creating its temp file and rename(2) leaves the temp file behind (nothing removes it,
     except a later process that happens to get the same pid; it is hidden from
@@ -572,7 +572,7 @@ class KillHarness:
         for name in names:
             path = os.path.join(self.box.runtime, name)
             tmp = TMP_NAME.fullmatch(name)
-            if name == "policy.cache":
+            if name.endswith(".cache"):
                 continue
             if tmp:
                 pid = int(tmp.group("pid"))
@@ -647,7 +647,7 @@ class KillHarness:
                 self.problem("bad-exit", f"final release {unit}: exit {r.returncode}: {r.stderr!r}")
             self.model[unit] = UnitModel()
         self.check("after releasing every unit")
-        left = [n for n in os.listdir(box.runtime) if n != "policy.cache" and not TMP_NAME.fullmatch(n)] \
+        left = [n for n in os.listdir(box.runtime) if not n.endswith(".cache") and not TMP_NAME.fullmatch(n)] \
             if os.path.isdir(box.runtime) else []
         if left or self._lease_rows():
             self.problem("unrepaired", f"after releasing every unit: files {left}, leases {self._lease_rows()}")
@@ -846,8 +846,8 @@ def _files(box):
 
 
 def _unit_files(box):
-    """The runtime dir's env files and records (not the policy cache, not temp files)."""
-    return [f for f in _files(box) if f != "policy.cache" and not f.startswith(".")]
+    """The runtime dir's env files and records (not the memos, not temp files)."""
+    return [f for f in _files(box) if not f.endswith(".cache") and not f.startswith(".")]
 
 
 @pytest.fixture
@@ -1001,32 +1001,33 @@ def _assert_refused_73(box, r, history_before, *needles):
     assert _history_ids(box) == history_before  # the transaction rolled back whole
 
 
-def _cache_and_record_sizes(box):
-    """The policy cache this box writes, and the size of ex-a's decision record (from a real run
-    in a scratch runtime dir, same policy and GPUs)."""
+def _memos_and_record_size(box):
+    """The memos this box writes (policy.cache, hookplan.cache), and the size of ex-a's decision
+    record (from a real run in a scratch runtime dir, same policy and GPUs)."""
     scratch = os.path.join(box.root, "scratch-run")
     r = box.cli("--runtime-dir", scratch, "allocate", "ex-a", "--holder-pid", str(os.getpid()))
     assert r.returncode == 0, r.stderr
     record = os.path.getsize(os.path.join(scratch, "ex-a.service.json"))
     assert box.cli("--runtime-dir", scratch, "release", "ex-a").returncode == 0
     r = box.cli("--runtime-dir", scratch, "plan", "ex-a")  # loads the policy through the cache
-    assert os.path.exists(os.path.join(scratch, "policy.cache"))
-    return os.path.join(scratch, "policy.cache"), record
+    memos = sorted(os.path.join(scratch, n) for n in os.listdir(scratch) if n.endswith(".cache"))
+    assert [os.path.basename(m) for m in memos] == ["hookplan.cache", "policy.cache"]
+    return memos, record
 
 
 def test_enospc_on_the_env_file_exits_73_and_leaves_no_lease_and_no_file(ns_box):
     """Room for the decision record but not the env file: the env write hits ENOSPC."""
-    cache, record = _cache_and_record_sizes(ns_box)
+    memos, record = _memos_and_record_size(ns_box)
     assert 64 < record % PAGE < PAGE - 64, f"record size {record} too close to a page boundary to plan with"
-    pages = math.ceil(os.path.getsize(cache) / PAGE) + math.ceil(record / PAGE) + 1  # + 1 page of filler
+    pages = sum(math.ceil(os.path.getsize(m) / PAGE) for m in memos) + math.ceil(record / PAGE) + 1  # + filler
     history = _history_ids(ns_box)
     r, left = _in_namespace(ns_box, f"""
 mount -t tmpfs -o size={pages * PAGE},mode=0755 tmpfs "$RT"
-cp {cache} "$RT/policy.cache"
+cp {" ".join(memos)} "$RT/"
 dd if=/dev/zero of="$RT/filler" bs={PAGE} count=1 2>/dev/null
 """)
     _assert_refused_73(ns_box, r, history, "ex-a.service.env", "No space left on device")
-    assert sorted(left) == ["filler", "policy.cache"], sorted(left)  # no env, no record, no temp file
+    assert sorted(left) == ["filler", "hookplan.cache", "policy.cache"], sorted(left)  # no env/record/temp
 
 
 def test_enospc_with_nothing_free_exits_73_and_leaves_no_lease(ns_box):
