@@ -157,7 +157,8 @@ def fuzz(args):
 
     from cortex_hook.envfile import render_env
     from cortex_hook.errors import PolicyError
-    from cortex_hook.policy import load_policy, parse_policy
+    from cortex_hook.policy import parse_policy
+    from cortex_hook.policyfile import load_policy
     from tests import test_fuzz as F
 
     path = F.POLICY_PATH

@@ -20,7 +20,7 @@ def _unit(name):
 
 def _policy(args, cached=True):
     """The policy; cached=True reads it from its parsed cache in the runtime dir when unchanged."""
-    from .policy import load_policy
+    from .policyfile import load_policy
     cache_dir = _trusted_runtime_dir(args) if cached else None
     return load_policy(args.policy, cache_dir=cache_dir)
 
@@ -40,7 +40,7 @@ def _trusted_runtime_dir(args):
 
 def _state(args, create=True):
     from .state import State
-    return State.open(args.state, create=create)
+    return State.open(args.state, create=create, transient=args.exit_fast)
 
 
 def _runtime_dir(args):
@@ -278,7 +278,7 @@ def cmd_validate(args):
     """Check a policy file (and that every server it names has a plugin)."""
     from .allocation import check_server
     from .plugins import load_plugins
-    from .policy import load_policy
+    from .policyfile import load_policy
     path = args.file or args.policy
     policy = load_policy(path)  # never the cache: validate reads the file itself
     plugins = load_plugins()
@@ -315,7 +315,7 @@ def _install_options(args, program=None):
 
 def _policy_service(args, unit):
     """The policy's service for UNIT when the policy can be read (for WatchdogSec=), else None."""
-    from .policy import load_policy
+    from .policyfile import load_policy
     try:
         return load_policy(args.policy).service_for(unit.replace("@.service", "@x.service"))
     except CortexError:
@@ -376,7 +376,7 @@ def cmd_install_generator(args):
 def cmd_generate(args):
     """Run as a systemd generator; always exits 0."""
     from .generator import main as generator_main
-    from .policy import policy_path
+    from .policyfile import policy_path
 
     def options():
         return _install_options(args, args.program), policy_path(args.policy), _runtime_dir(args)
@@ -442,8 +442,9 @@ def start_path_args(argv):
     return _Args(**values)
 
 
-def main(argv=None):
-    """Run one command; returns the exit code (see the module docstring)."""
+def main(argv=None, exit_fast=False):
+    """Run one command; returns the exit code (see the module docstring). EXIT_FAST: the caller
+    ends the process with os._exit when this returns (see `run`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     server = None
     if "--" in argv:  # everything after the first `--` is the server's, options included
@@ -457,6 +458,7 @@ def main(argv=None):
         if server is not None and args.command not in ("plan", "exec", "supervise"):
             build_parser().error(f"`{args.command}` takes no command after --")
     args.server = server
+    args.exit_fast = exit_fast
     try:
         return COMMANDS[args.command](args)
     except CortexError as exc:
@@ -487,13 +489,14 @@ def run():
     needs it) and the process ends with os._exit once stdout and stderr are flushed. The
     interpreter's own teardown, mostly a final collection over every object, costs more than
     the decision (about 10 ms per start). Nothing is lost by skipping it: the state is committed
-    and closed, files are written and renamed, and plugins are told to finish their work before
-    their hook returns (README, "Write a plugin")."""
+    (its connection is released by the exit, see State.close), files are written and renamed,
+    and plugins are told to finish their work before their hook returns (README, "Write a
+    plugin")."""
     import gc
     fast = start_path_args(sys.argv[1:]) is not None
     if fast:
         gc.disable()
-    code = main()
+    code = main(exit_fast=fast)
     if not fast:
         sys.exit(code)
     try:

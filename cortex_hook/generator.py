@@ -29,7 +29,7 @@ def generate(normal_dir, policy_path, options, root="/"):
     """Write the drop-ins into NORMAL_DIR. Returns a status dict (also written to the runtime dir)."""
     from .dropin import DROPIN_NAME, render
     from .errors import CortexError
-    from .policy import load_policy
+    from .policyfile import load_policy
 
     cache = os.path.join(os.path.dirname(os.path.abspath(policy_path)), UNITS_FILE)
     status = {"at": time.time(), "policy": policy_path, "ok": True, "error": None, "units": {}, "skipped": {}}

@@ -33,7 +33,7 @@ def prepare(unit, argv, args, environ, on_wait=None):
     from .holders import boot_id
     from .model import Decision, Launch, Request, Snapshot, Verdict
     from .plugins import load_plugins
-    from .policy import load_policy
+    from .policyfile import load_policy
 
     if not argv:
         raise UsageError("no server command given after --")

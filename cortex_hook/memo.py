@@ -1,9 +1,10 @@
-"""Marshal files in the runtime dir that spare the start path work whose answer has not changed.
+"""Marshal files in the runtime dir that spare later commands work whose answer is known.
 
 Each holds {"key": KEY, "value": VALUE}; `load` returns VALUE only when KEY matches exactly. They
 live in the runtime dir, which only root can change, and are refused unless owned by root (or us)
-and not writable by others: what they hold decides what root does. Writing is best effort: a
-failure only costs the next start the work again.
+and not writable by others: what they hold decides what root does. `store` is best effort, for
+caches (a failure only costs the next start the work again); a file that must exist is written
+with `encode` and write_atomic, which raise.
 """
 
 import marshal
@@ -34,11 +35,16 @@ def load(cache_dir, name, key):
     return data.get("value")
 
 
+def encode(key, value):
+    """The bytes of a memo file holding VALUE for KEY."""
+    return marshal.dumps({"key": key, "value": value})
+
+
 def store(cache_dir, name, key, value):
     """Write VALUE under NAME for KEY (atomically; errors ignored)."""
     from .envfile import write_atomic
     from .errors import CortexError
     try:
-        write_atomic(os.path.join(cache_dir, name), marshal.dumps({"key": key, "value": value}), mode=0o644)
+        write_atomic(os.path.join(cache_dir, name), encode(key, value), mode=0o644)
     except (CortexError, OSError, ValueError):
         pass

@@ -11,7 +11,6 @@ import re
 from .errors import PolicyError
 from .model import HealthPolicy, Policy, ScoringPolicy, ServicePolicy
 
-DEFAULT_POLICY = "/etc/cortex-hook/policy.yaml"
 MAX_POLICY_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 64
@@ -39,37 +38,8 @@ _SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 _DEVICE_UUID = re.compile(r"(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
 
-def policy_path(explicit=None):
-    """The policy file to read: --policy, else $CORTEX_HOOK_POLICY, else the default."""
-    return explicit or os.environ.get("CORTEX_HOOK_POLICY") or DEFAULT_POLICY
-
-
-def load_policy(path=None, check_owner=True, cache_dir=None):
-    """Read and check the policy file; raise PolicyError (exit 78) or UnsafeFileError (77).
-
-    With CACHE_DIR (the runtime dir), an unchanged policy is read from its parsed cache there.
-    """
-    path = policy_path(path)
-    if check_owner:
-        from .safety import check_trusted
-        check_trusted(path, "policy")
-    key = None
-    if cache_dir:
-        from . import policycache
-        try:
-            key = policycache.key_of(path, os.stat(path))
-        except OSError:
-            key = None
-        cached = policycache.load(cache_dir, key) if key else None
-        if cached is not None:
-            return cached
-    policy = _read_policy(path)
-    if key:
-        policycache.store(cache_dir, key, policy)
-    return policy
-
-
-def _read_policy(path):
+def read_policy(path):
+    """Read and parse the policy file at PATH (no ownership check, no cache: see policyfile)."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_POLICY_BYTES + 1)

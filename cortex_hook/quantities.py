@@ -9,7 +9,9 @@ _SIZE_UNITS = {
     "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
     "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
 }
-_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+# patterns, not compiled at import: re compiles (and caches) them the first time a policy is parsed,
+# which the start path, reading the parsed policy, never does
+_SIZE_PATTERN = r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*"
 _DURATION_UNITS = {
     "ms": 0.001, "msec": 0.001,
     "s": 1, "sec": 1, "second": 1, "seconds": 1,
@@ -17,7 +19,7 @@ _DURATION_UNITS = {
     "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
 }
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
+_DURATION_PATTERN = r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)"
 
 
 def parse_size(text):
@@ -28,7 +30,7 @@ def parse_size(text):
         if text < 0:
             raise ValueError("a size cannot be negative")
         return text
-    m = _SIZE_RE.fullmatch(str(text))
+    m = re.fullmatch(_SIZE_PATTERN, str(text))
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"expected a size such as 20GiB, 512MiB or 24GB, got {text!r}")
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
@@ -61,7 +63,7 @@ def parse_duration(text):
     if not s:
         raise ValueError("expected a duration such as 30s or 5m, got an empty value")
     while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
+        m = re.compile(_DURATION_PATTERN).match(s, pos)  # cached by re
         if not m or m.end() == pos:
             raise ValueError(f"expected a duration such as 30s, 5m or 1h, got {text!r}")
         unit = m.group(2).lower() or "s"

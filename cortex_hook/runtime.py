@@ -1,24 +1,27 @@
 """The runtime dir (/run/cortex-hook): per unit, the env file systemd reads and the decision
 record the wrapper reuses.
 
-`UNIT.env` is what `EnvironmentFile=-/run/cortex-hook/%n.env` reads. `UNIT.json` records the
+`UNIT.env` is what `EnvironmentFile=-/run/cortex-hook/%n.env` reads. `UNIT.record` records the
 decision of `ExecStartPre=+cortex-hook allocate` for this start (its invocation id, the chosen
 GPUs and the environment), so that `cortex-hook exec|supervise` in ExecStart= of the same start,
 possibly running as the unit's User=, reuses it without asking the driver or writing the state.
+It is marshal data (cortex_hook/memo.py), read only from a file root (or the reader) owns: the
+start path does not import json for it. `cortex-hook leases` and `history` show the same facts.
 """
 
-import json
 import os
 import re
 import stat
 import time
 
+from . import memo
 from .envfile import remove_quietly, render_env, write_atomic
 from .errors import OutputError
 from .model import Gpu
 
 DEFAULT_RUNTIME_DIR = "/run/cortex-hook"
-RECORD_VERSION = 1
+RECORD_SUFFIX = ".record"
+RECORD_VERSION = 2  # 1 was JSON in UNIT.json
 
 
 def runtime_dir(explicit=None):
@@ -55,7 +58,7 @@ def ensure_runtime_dir(directory):
 
 def record_path(directory, unit):
     """Where UNIT's decision record lives."""
-    return os.path.join(directory, unit + ".json")
+    return os.path.join(directory, unit + RECORD_SUFFIX)
 
 
 def prepare(directory):
@@ -68,7 +71,7 @@ def prepare(directory):
 def write_start(directory, unit, decision, holder, isolated=False):
     """Write UNIT's decision record and env file (record first: the env file is the commit)."""
     record = {
-        "version": RECORD_VERSION, "unit": unit, "at": time.time(), "isolated": isolated,
+        "unit": unit, "at": time.time(), "isolated": isolated,
         "invocation": holder.invocation, "boot_id": holder.boot_id,
         "service": decision.service.position, "fallback": decision.fallback,
         "chosen": [gpu_to_dict(g) for g in decision.chosen], "env": decision.launch.env,
@@ -77,7 +80,7 @@ def write_start(directory, unit, decision, holder, isolated=False):
     }
     header = f"written by cortex-hook for {unit} at {time.strftime('%Y-%m-%d %H:%M:%S')}; do not edit"
     text = render_env(decision.launch.env, header)
-    write_atomic(record_path(directory, unit), json.dumps(record, sort_keys=True) + "\n")
+    write_atomic(record_path(directory, unit), memo.encode(_record_key(unit), record))
     try:
         write_atomic(env_file_path(directory, unit), text)
     except BaseException:
@@ -86,15 +89,14 @@ def write_start(directory, unit, decision, holder, isolated=False):
 
 
 def read_record(directory, unit):
-    """UNIT's decision record, or None if there is none or it cannot be read."""
-    try:
-        with open(record_path(directory, unit), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION or record.get("unit") != unit:
-        return None
-    return record
+    """UNIT's decision record, or None if there is none, it cannot be read, or others could
+    have written it."""
+    record = memo.load(directory, os.path.basename(record_path(directory, unit)), _record_key(unit))
+    return record if isinstance(record, dict) else None
+
+
+def _record_key(unit):
+    return (RECORD_VERSION, unit)
 
 
 def clear_start(directory, unit):
@@ -104,7 +106,7 @@ def clear_start(directory, unit):
 
 
 def gpu_to_dict(gpu):
-    """A Gpu as plain JSON data."""
+    """A Gpu as plain data (marshal and JSON can hold it)."""
     out = gpu.as_dict()
     out["nvlink_peers"] = sorted(gpu.nvlink_peers) if gpu.nvlink_peers is not None else None
     out["processes"] = [[p.pid, p.used_memory] for p in gpu.processes] if gpu.processes is not None else None

@@ -6,7 +6,6 @@ two units starting together never share a GPU they were meant to own. A database
 cannot read (garbage, truncated, newer schema) is refused and left exactly as it is.
 """
 
-import json
 import os
 import sqlite3
 import stat
@@ -17,6 +16,7 @@ from .errors import StateError
 from .model import Drain, Lease, Snapshot
 
 DEFAULT_STATE = "/var/lib/cortex-hook/state.db"
+_LEFT_FOR_EXIT = []  # connections of transient States, released by the process exit (see close)
 BUSY_TIMEOUT_S = 60.0
 
 _V1 = """
@@ -83,14 +83,22 @@ def state_path(explicit=None):
 class State:
     """An open state database. Use `State.open()`; close with `close()` or `with`."""
 
-    def __init__(self, conn, path):
+    def __init__(self, conn, path, transient=False):
         self.conn = conn
         self.path = path
+        self.transient = transient
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path=None, create=True, check_owner=True):
-        """Open (and, if CREATE, create or migrate) the database at PATH."""
+    def open(cls, path=None, create=True, check_owner=True, transient=False):
+        """Open (and, if CREATE, create or migrate) the database at PATH.
+
+        TRANSIENT is for a process that writes only what a reboot voids (leases, and the history
+        and GPUs seen beside them) and then ends with os._exit: the start path. Its commits are
+        not synced one by one (synchronous=NORMAL; a power cut may drop the last ones, never
+        corrupt the file) and `close` leaves the connection to the process exit. Otherwise every
+        commit is synced (synchronous=FULL): a priority or drain an admin sets is on disk when
+        the command returns."""
         path = state_path(path)
         directory = os.path.dirname(os.path.abspath(path))
         _refuse_symlink(path)
@@ -113,7 +121,7 @@ class State:
                                    check_same_thread=False)
         except sqlite3.Error as exc:
             raise StateError(f"state {path}: cannot open: {exc}") from None
-        state = cls(conn, path)
+        state = cls(conn, path, transient)
         try:
             state._prepare(create)
         except sqlite3.DatabaseError as exc:
@@ -145,7 +153,7 @@ class State:
                         c.execute(statement)
                     c.execute(f"PRAGMA user_version = {step + 1}")
             os.chmod(self.path, 0o644)
-        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA synchronous=NORMAL" if self.transient else "PRAGMA synchronous=FULL")
 
     def _use_wal(self):
         """Switch to WAL. SQLite answers "busy" here at once, without the busy timeout, while
@@ -163,8 +171,17 @@ class State:
                 _time.sleep(0.01)
 
     def close(self):
-        """Close the connection."""
-        self.conn.close()
+        """Close the connection; a transient State's is kept open until the process exits.
+
+        When the last connection closes, SQLite checkpoints the WAL into the database (two
+        fsyncs) and deletes it, and the next open creates it again: about 1.5 ms on every start
+        and stop. Left open, the committed transactions stay in the WAL, where the next
+        connection reads them, and the exit releases the locks. The WAL is checkpointed by
+        SQLite's own autocheckpoint (1000 pages) or by the next command that closes."""
+        if self.transient:
+            _LEFT_FOR_EXIT.append(self.conn)
+        else:
+            self.conn.close()
 
     def __enter__(self):
         return self
@@ -320,8 +337,17 @@ class State:
         with self.write() as c:
             if limit is None:
                 limit = self.history_limit()
-            cur = c.execute("INSERT INTO history (at, unit, action, gpus, detail) VALUES (?, ?, ?, ?, ?)",
-                            (time.time(), unit, action, ",".join(uuids), json.dumps(detail, sort_keys=True)))
+            row = [time.time(), unit, action, ",".join(uuids)]
+            params = list(row)
+            try:
+                cur = c.execute("INSERT INTO history (at, unit, action, gpus, detail) "
+                                f"VALUES (?, ?, ?, ?, {json_sql(detail, params)})", params)
+            except sqlite3.OperationalError as exc:
+                if "json_" not in str(exc):
+                    raise
+                import json  # an SQLite built without its JSON functions
+                cur = c.execute("INSERT INTO history (at, unit, action, gpus, detail) VALUES (?, ?, ?, ?, ?)",
+                                row + [json.dumps(detail, sort_keys=True)])
             c.execute("DELETE FROM history WHERE id <= ?", (cur.lastrowid - limit,))
 
     def history(self, unit=None, limit=50):
@@ -331,6 +357,7 @@ class State:
         if unit:
             sql += " WHERE unit = ?"
             args = (unit,)
+        import json
         rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", args + (limit,)).fetchall()
         return [{"id": i, "at": at, "unit": u, "action": a, "gpus": [g for g in gpus.split(",") if g],
                  "detail": json.loads(d)} for i, at, u, a, gpus, d in reversed(rows)]
@@ -377,3 +404,23 @@ def _explain_db_error(path, exc):
     if "locked" in text or "busy" in text:
         return f"state {path}: {text} (another cortex-hook held the lock for {BUSY_TIMEOUT_S:g}s)"
     return f"state {path}: {text}"
+
+
+def json_sql(value, params):
+    """An SQL expression with which SQLite writes VALUE (dicts, lists, str, numbers, bools, None)
+    as JSON text, appending the scalars it binds to PARAMS. SQLite's JSON functions escape as
+    json.dumps does, and the start path does not import json to write a history row."""
+    if isinstance(value, dict):
+        items = []
+        for key in sorted(value):
+            params.append(str(key))
+            items.append("?, " + json_sql(value[key], params))
+        return f"json_object({', '.join(items)})"
+    if isinstance(value, (list, tuple)):
+        return f"json_array({', '.join([json_sql(v, params) for v in value])})"
+    if isinstance(value, bool):
+        return "json('true')" if value else "json('false')"
+    if value is None:
+        return "NULL"
+    params.append(value)
+    return "?"

@@ -77,6 +77,9 @@ class Sandbox:
         r = self.run("cat", path)
         return r.stdout if r.returncode == 0 else None
 
+    def exists(self, path):
+        return self.run("test", "-e", path).returncode == 0
+
     def environ(self, pid):
         """The environment of process PID (a pid inside the sandbox)."""
         r = self.run("cat", f"/proc/{pid}/environ", check=True)
@@ -177,9 +180,11 @@ class Host:
         return self.sb.leases(self.box.state, self.box.policy)
 
     def decision(self, unit):
-        """What allocate decided for UNIT's current start (its record in the sandbox's /run)."""
-        text = self.sb.read(f"/run/cortex-hook/{unit}.json")
-        return json.loads(text) if text else None
+        """What allocate decided for UNIT's current start (its record in the sandbox's /run, read
+        the way the wrapper reads it), or None."""
+        code = ("import json, sys; from cortex_hook.runtime import read_record; "
+                "print(json.dumps(read_record('/run/cortex-hook', sys.argv[1])))")
+        return json.loads(self.sb.run(self.sb.python, "-I", "-c", code, unit, check=True).stdout)
 
 
 def gpu_env(env):

@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from cortex_hook.envfile import render_env
 from cortex_hook.errors import PolicyError, UsageError
 from cortex_hook.model import Policy
-from cortex_hook.policy import (HEALTH_KEYS, SCORING_KEYS, SERVICE_KEYS, TOP_KEYS, load_policy,
-                                parse_policy)
+from cortex_hook.policy import HEALTH_KEYS, SCORING_KEYS, SERVICE_KEYS, TOP_KEYS, parse_policy
+from cortex_hook.policyfile import load_policy
 
 from .conftest import assert_one_line_error
 

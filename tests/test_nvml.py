@@ -32,7 +32,7 @@ _DUMP = r"""
 import json, sys
 from cortex_hook.allocation import discover
 from cortex_hook.plugins import load_plugins
-from cortex_hook.policy import load_policy
+from cortex_hook.policyfile import load_policy
 
 def plain(v):
     if isinstance(v, (set, frozenset)):

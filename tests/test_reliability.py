@@ -19,7 +19,7 @@ After every round, and at the end:
   - after `cortex-hook leases --reap` no lease has a dead holder, and no live holder's lease is gone;
   - every `UNIT.env` parses completely as systemd reads it (tests/test_fuzz.py's reference
     parser), has every variable, and names as many GPUs as the unit's service asks for;
-    every `UNIT.json` is complete JSON for that unit; the only other files are the memos
+    every `UNIT.record` is a complete record for that unit; the only other files are the memos
     (`policy.cache`, `hookplan.cache`) and temp files `.NAME.PID.tmp` whose PID is a process we killed (at most one per process):
     write_atomic never leaves half a file under a final name, but a process killed between
     creating its temp file and rename(2) leaves the temp file behind (nothing removes it,
@@ -30,13 +30,13 @@ After every round, and at the end:
     GPUs; released or refused => no lease, no env file, no record; leased by a holder that died
     => the lease is reaped (its env file may stay: reaping never touches the runtime dir).
     A unit whose last operation was killed may be in one of the windows the code leaves open:
-      * allocate writes UNIT.json and UNIT.env (rename) inside the transaction, before COMMIT:
+      * allocate writes UNIT.record and UNIT.env (rename) inside the transaction, before COMMIT:
         killed between the env rename and COMMIT, the lease rolls back and the env file stays:
         an env file without a lease, or, for a unit that already held a lease (a restart), an
         env file naming the new choice next to the old lease;
       * allocate refusing a unit removes its files before COMMIT: killed there, an old lease
         stays without its env file;
-      * release commits first, then removes UNIT.env, then UNIT.json: killed in between, an env
+      * release commits first, then removes UNIT.env, then UNIT.record: killed in between, an env
         file (or a record) without a lease.
     In every window the next completed `release UNIT` (what ExecStopPost= runs) or `allocate
     UNIT` makes the unit consistent again; the test ends by releasing every unit and checking
@@ -57,6 +57,7 @@ with one line naming the file and the errno text, leaves no lease and no history
 
 import errno
 import json
+import marshal
 import math
 import os
 import random
@@ -71,6 +72,8 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
+
+from cortex_hook.runtime import RECORD_VERSION
 
 from .conftest import Box, assert_one_line_error, assert_state_intact, gpu_desc, require, uuid_of
 from .test_fuzz import parse_env_252
@@ -412,7 +415,7 @@ class KillHarness:
         records = {}
         for u in UNITS:
             try:
-                with open(os.path.join(self.box.runtime, u + ".json"), "rb") as f:
+                with open(os.path.join(self.box.runtime, u + ".record"), "rb") as f:
                     records[u] = f.read()
             except FileNotFoundError:
                 records[u] = None
@@ -496,7 +499,7 @@ class KillHarness:
         box = self.box
         if not os.path.exists(box.state):  # every process died before creating the database
             files = os.listdir(box.runtime) if os.path.isdir(box.runtime) else []
-            if any(f.endswith((".env", ".json")) for f in files):
+            if any(f.endswith((".env", ".record")) for f in files):
                 self.problem("stale-files", f"{where}: runtime files without a state database: {files}")
             return
         pre = self._lease_rows()
@@ -582,7 +585,7 @@ class KillHarness:
                     self.problem("stray-tmp", f"{where}: temp file {name} of a process that was not killed")
                 continue
             unit, ext = os.path.splitext(name)
-            if unit not in UNITS or ext not in (".env", ".json"):
+            if unit not in UNITS or ext not in (".env", ".record"):
                 self.problem("unexpected-file", f"{where}: {name}")
                 continue
             if ext == ".env":
@@ -594,11 +597,11 @@ class KillHarness:
                 envs[unit] = dict(parse_env_252(text)[0])["CUDA_VISIBLE_DEVICES"].split(",")
             else:
                 try:
-                    with open(path) as f:
-                        record = json.load(f)
-                    assert record["unit"] == unit and record["version"] == 1
-                    records[unit] = [g["uuid"] for g in record["chosen"]]
-                except (ValueError, KeyError, TypeError, AssertionError) as exc:
+                    with open(path, "rb") as f:
+                        data = marshal.load(f)
+                    assert data["key"] == (RECORD_VERSION, unit) and data["value"]["unit"] == unit
+                    records[unit] = [g["uuid"] for g in data["value"]["chosen"]]
+                except (ValueError, EOFError, KeyError, TypeError, AssertionError) as exc:
                     self.problem("half-file", f"{where}: {name}: not a complete record: {exc!r}")
         for pid, n in tmp_per_pid.items():
             if n > 1:
@@ -876,7 +879,7 @@ def test_window_kill_between_env_write_and_commit_leaves_an_env_file_without_lea
     assert leases_of(kbox) == []
     text = read_env_text(kbox.env_file("ex-a.service"))
     assert text is not None and env_problem("ex-a.service", text) is None  # complete, but orphaned
-    assert os.path.exists(os.path.join(kbox.runtime, "ex-a.service.json"))
+    assert os.path.exists(os.path.join(kbox.runtime, "ex-a.service.record"))
     assert not [h for h in kbox.json("history")["history"] if h["unit"] == "ex-a.service"]
     # the GPU it names is free: another unit takes it while the orphan file still names it
     other = kbox.json("allocate", "ex-b", "--holder-pid", str(holder.pid))
@@ -885,7 +888,7 @@ def test_window_kill_between_env_write_and_commit_leaves_an_env_file_without_lea
     r = kbox.cli("release", "ex-a")
     assert r.returncode == 0 and "held no GPU" in r.stdout
     assert not os.path.exists(kbox.env_file("ex-a.service"))
-    assert not os.path.exists(os.path.join(kbox.runtime, "ex-a.service.json"))
+    assert not os.path.exists(os.path.join(kbox.runtime, "ex-a.service.record"))
 
 
 def test_window_restart_killed_before_commit_leaves_env_naming_gpus_the_unit_does_not_hold(kbox, holder):
@@ -925,7 +928,7 @@ def test_window_kill_before_env_rename_leaves_only_a_temp_file_with_its_pid(kbox
     assert proc_start_time(pid) is None  # its process is gone (we were its parent and reaped it)
     assert env_problem("ex-a.service", read_env_text(os.path.join(kbox.runtime, tmps[0]))) is None  # fsynced
     # the record was written (and renamed) before: it stays until release, like the env file would
-    assert os.path.exists(os.path.join(kbox.runtime, "ex-a.service.json"))
+    assert os.path.exists(os.path.join(kbox.runtime, "ex-a.service.record"))
     assert kbox.cli("release", "ex-a").returncode == 0
     assert _unit_files(kbox) == []
     assert kbox.cli("allocate", "ex-a", "--holder-pid", str(holder.pid)).returncode == 0
@@ -1007,7 +1010,7 @@ def _memos_and_record_size(box):
     scratch = os.path.join(box.root, "scratch-run")
     r = box.cli("--runtime-dir", scratch, "allocate", "ex-a", "--holder-pid", str(os.getpid()))
     assert r.returncode == 0, r.stderr
-    record = os.path.getsize(os.path.join(scratch, "ex-a.service.json"))
+    record = os.path.getsize(os.path.join(scratch, "ex-a.service.record"))
     assert box.cli("--runtime-dir", scratch, "release", "ex-a").returncode == 0
     r = box.cli("--runtime-dir", scratch, "plan", "ex-a")  # loads the policy through the cache
     memos = sorted(os.path.join(scratch, n) for n in os.listdir(scratch) if n.endswith(".cache"))

@@ -12,6 +12,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cortex_hook.holders import Holder, boot_id, pid_start_time
 from cortex_hook.state import SCHEMA_VERSION, State
@@ -606,3 +608,32 @@ def test_exclusive_index_refuses_a_second_exclusive_lease(db):
         db.add_leases("b.service", [A], "exclusive", nobody)
     db.add_leases("c.service", [A], "shared", nobody)  # the index does not cover shared leases
     assert [(l.unit, l.sharing) for l in db.leases()] == [("a.service", "exclusive"), ("c.service", "shared")]
+
+
+# -- history detail: SQLite writes the JSON -----------------------------------------------------
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))  # UTF-8 can hold it
+_DETAIL = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**63, max_value=2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_TEXT, _DETAIL, max_size=5))
+def test_history_detail_round_trips_through_sqlites_json(detail):
+    """What `record` stores through json_sql reads back (json.loads) as exactly what was given."""
+    import json
+
+    from cortex_hook.state import json_sql
+    conn = sqlite3.connect(":memory:")
+    params = []
+    text = conn.execute("SELECT " + json_sql(detail, params), params).fetchone()[0]
+    assert json.loads(text) == detail
+
+
+def test_history_rows_read_back_with_their_detail(tmp_path):
+    with State.open(str(tmp_path / "s.db"), check_owner=False) as state:
+        state.record("a.service", "allocate", [A], {"summary": 'it "works"\n', "env": {"X": "1"}, "fallback": None})
+        state.record("a.service", "release", [A], {})
+        rows = state.history()
+    assert [(r["action"], r["detail"]) for r in rows] == [
+        ("allocate", {"summary": 'it "works"\n', "env": {"X": "1"}, "fallback": None}), ("release", {})]

@@ -37,14 +37,14 @@ def assert_holding(h, unit=UNIT, gpu=0):
     """UNIT holds exactly GPU and has its runtime files: there is something to release."""
     assert [(l["unit"], l["uuid"]) for l in h.leases()] == [(unit, uuid_of(gpu))]
     assert h.sb.read(f"/run/cortex-hook/{unit}.env") is not None
-    assert h.sb.read(f"/run/cortex-hook/{unit}.json") is not None
+    assert h.decision(unit)["chosen"][0]["uuid"] == uuid_of(gpu)
 
 
 def assert_released(h, unit=UNIT):
     """No lease at all, and UNIT's env file and decision record are gone."""
     assert h.leases() == []
     assert h.sb.read(f"/run/cortex-hook/{unit}.env") is None
-    assert h.sb.read(f"/run/cortex-hook/{unit}.json") is None
+    assert not h.sb.exists(f"/run/cortex-hook/{unit}.record")
 
 
 def end_state(h, unit=UNIT):

@@ -122,10 +122,11 @@ def test_exec_reuses_the_lease_of_this_start(box):
     box.write_gpus([gpu_desc(0), gpu_desc(1)])
     box.write_policy("services:\n  - match: '*'\n")
     first = box.json("allocate", "job")  # made outside a cgroup: the record has no invocation id
-    record = json.loads(open(os.path.join(box.runtime, "job.service.json")).read())
+    from cortex_hook import memo, runtime
+    record = runtime.read_record(box.runtime, "job.service")
     record["invocation"] = "0123456789abcdef0123456789abcdef"
-    with open(os.path.join(box.runtime, "job.service.json"), "w") as f:
-        json.dump(record, f)
+    with open(os.path.join(box.runtime, "job.service.record"), "wb") as f:
+        f.write(memo.encode(runtime._record_key("job.service"), record))
     env = box.env(INVOCATION_ID=record["invocation"], CORTEX_HOOK_STATE="/nonexistent/state.db")
     r = subprocess.run([sys.executable, "-m", "cortex_hook", "exec", "--unit", "job", "--", "sh", "-c",
                         "echo $CUDA_VISIBLE_DEVICES"], env=env, capture_output=True, text=True, timeout=60)
