@@ -482,8 +482,8 @@ def main(argv=None, exit_fast=False):
         return EXIT_SOFTWARE
 
 
-def run():
-    """The `cortex-hook` console script: `main()`, then exit.
+def run(argv=None):
+    """The `cortex-hook` console script: `main(ARGV)`, then exit (never returns).
 
     For the start-path commands the cyclic garbage collector is off (a process this short never
     needs it) and the process ends with os._exit once stdout and stderr are flushed. The
@@ -493,10 +493,11 @@ def run():
     and plugins are told to finish their work before their hook returns (README, "Write a
     plugin")."""
     import gc
-    fast = start_path_args(sys.argv[1:]) is not None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fast = start_path_args(argv) is not None
     if fast:
         gc.disable()
-    code = main(exit_fast=fast)
+    code = main(argv, exit_fast=fast)
     if not fast:
         sys.exit(code)
     try:

@@ -1,7 +1,8 @@
 """The plugin manager: built-ins first, then every `cortex_hook` entry point, minus a block list.
 
-The rest of the code calls the typed methods of `Plugins`, never `pm.hook` directly.
-Entry points are found by reading `entry_points.txt` of the distributions on `sys.path`
+The rest of the code calls the typed methods of `Plugins`, never `pm.hook` directly: behind them
+is pluggy, or on the start path the plan pluggy made earlier for the same plugins
+(cortex_hook/hookplan.py), which spares importing pluggy. Entry points are found by reading `entry_points.txt` of the distributions on `sys.path`
 (what importlib.metadata does) without importing importlib.metadata, which alone costs more
 than the whole decision on the start path.
 """
@@ -236,5 +237,8 @@ def _register(plugins):
             pm.register(plugin, name=name)
         except Exception as exc:
             raise PluginError(f"plugin {name!r} was refused: {type(exc).__name__}: {exc}") from exc
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except Exception as exc:  # an implementation of a hook nobody specifies (a misspelt name)
+        raise PluginError(f"a plugin was refused: {type(exc).__name__}: {exc}") from exc
     return pm
