@@ -3,8 +3,8 @@
 usage: VENV_PYTHON _gated.py READY_FILE GATE_FIFO warm|cold -- CORTEX-HOOK-ARGS...
 
 Like tests/helpers/gated_allocate.py, but it runs the INSTALLED cortex-hook (the bench venv's):
-`warm` imports cortex-hook, the modules `allocate` imports lazily and pynvml (import only,
-nvmlInit stays after the gate) before the gate, so the storm
+`warm` imports cortex-hook, the modules `allocate` imports lazily and its libraries (yaml,
+pluggy, pynvml: import only, nvmlInit stays after the gate) before the gate, so the storm
 measures the driver calls and the contention for the state database; `cold` passes the gate first and imports after,
 as 64 units starting at boot would. It prints `gate-passed MONOTONIC` on stderr once through.
 """
@@ -22,9 +22,14 @@ def main(argv):
     args = argv[4:]
     if mode == "warm":
         import cortex_hook.cli  # noqa: F401
-        for name in ("allocation", "envfile", "explain", "planner", "plugins", "policyfile", "state"):
+        for name in ("allocation", "envfile", "explain", "planner", "plugins", "policy", "policyfile",
+                     "state"):
             __import__(f"cortex_hook.{name}")
+        # the storm's runtime dir starts empty, as /run after a boot: no parsed policy and no hook
+        # plan yet, so every process parses the policy and asks pluggy
+        import pluggy  # noqa: F401
         import pynvml  # noqa: F401
+        import yaml  # noqa: F401
     with open(ready + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.rename(ready + ".tmp", ready)  # the ready file appears complete or not at all
