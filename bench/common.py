@@ -381,6 +381,12 @@ class Box:
                          CORTEX_HOOK_RUNTIME_DIR=self.runtime, LD_LIBRARY_PATH=self.lib,
                          FAKE_NVML_CONFIG=self.gpus_file, **extra)
 
+    def warm(self, unit):
+        """Fill the runtime dir's memos (parsed policy, hook plan) with a `plan UNIT`, as the first
+        start since boot does on a real server."""
+        os.makedirs(self.runtime, mode=0o755, exist_ok=True)
+        self.cortex("plan", unit)
+
     def cortex(self, *args, check=True, **kw):
         """Run the installed cortex-hook (untimed helper); returns CompletedProcess."""
         kw.setdefault("cwd", CWD)

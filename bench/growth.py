@@ -86,6 +86,7 @@ def main():
         for name, gpus, extra in cases:
             box = C.Box(gpus, services=SERVICES, extra_policy=extra, name="growth", lib=lib)
             boxes.append((name, box))
+            box.warm(UNIT)
             box.cortex("allocate", UNIT)
             r = box.cortex("plan", UNIT, "--json")
             plan = json.loads(r.stdout)

@@ -209,9 +209,9 @@ def main():
     info = C.setup()
     print(f"# startpath: {C.machine_info(info)}")
     with make_box(args.gpus) as box:
-        for _ in range(2):  # the state and runtime dir, then the memos there (policy, hook plan)
-            box.cortex("allocate", UNIT)
-            box.cortex("release", UNIT)
+        box.warm(UNIT)
+        box.cortex("allocate", UNIT)  # creates the state
+        box.cortex("release", UNIT)
         if not args.no_timing:
             groups = groups_for(box, C.have_nvisel())
             C.log(f"{args.rounds} rounds of {sum(len(g) for g in groups)} commands, interleaved")

@@ -201,6 +201,7 @@ def main():
     procs, listeners, wrapped = {}, {}, {}
     sleeper = None
     try:
+        box.warm(next(iter(names)) + ".service")
         for (kind, wd), (name, port) in zip(variants, names.items()):
             unit = name + ".service"
             listeners[name] = NotifyListener(os.path.join(box.root, f"{name}.notify"))
