@@ -415,6 +415,20 @@ START_PATH_COMMANDS = ("allocate", "release")
 _GLOBAL_OPTIONS = {"--policy": "policy", "--state": "state", "--runtime-dir": "runtime_dir"}
 
 
+def command_of(argv):
+    """The subcommand word in ARGV (after the global options), or None."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in _GLOBAL_OPTIONS:
+            i += 2
+            continue
+        if not word.startswith("-"):
+            return word
+        i += 1
+    return None
+
+
 class _Args:
     """What argparse would return, for the command lines `start_path_args` reads."""
 
@@ -452,7 +466,7 @@ def main(argv=None, exit_fast=False):
         argv, server = argv[:cut], argv[cut + 1:]
     args = start_path_args(argv) if server is None else None
     if args is None:
-        from .cliparser import build_parser, command_of
+        from .cliparser import build_parser
         command = command_of(argv)
         args = build_parser(command if command in COMMANDS else None).parse_args(argv)
         if server is not None and args.command not in ("plan", "exec", "supervise"):
@@ -485,16 +499,16 @@ def main(argv=None, exit_fast=False):
 def run(argv=None):
     """The `cortex-hook` console script: `main(ARGV)`, then exit (never returns).
 
-    For the start-path commands the cyclic garbage collector is off (a process this short never
-    needs it) and the process ends with os._exit once stdout and stderr are flushed. The
-    interpreter's own teardown, mostly a final collection over every object, costs more than
-    the decision (about 10 ms per start). Nothing is lost by skipping it: the state is committed
+    For the start-path commands (allocate and release, whatever their options) the cyclic
+    garbage collector is off (a process this short never needs it) and the process ends with
+    os._exit once stdout and stderr are flushed. The interpreter's own teardown, mostly a final
+    collection over every object, costs more than the decision (about 10 ms per start). Nothing is lost by skipping it: the state is committed
     (its connection is released by the exit, see State.close), files are written and renamed,
     and plugins are told to finish their work before their hook returns (README, "Write a
     plugin")."""
     import gc
     argv = list(sys.argv[1:] if argv is None else argv)
-    fast = start_path_args(argv) is not None
+    fast = command_of(argv) in START_PATH_COMMANDS
     if fast:
         gc.disable()
     code = main(argv, exit_fast=fast)

@@ -50,23 +50,6 @@ class _Skipped:
         return lambda *args, **kwargs: self
 
 
-_GLOBAL_VALUE_OPTIONS = ("--policy", "--state", "--runtime-dir")
-
-
-def command_of(argv):
-    """The subcommand word in ARGV (after the global options), or None."""
-    i = 0
-    while i < len(argv):
-        word = argv[i]
-        if word in _GLOBAL_VALUE_OPTIONS:
-            i += 2
-            continue
-        if not word.startswith("-"):
-            return word
-        i += 1
-    return None
-
-
 def build_parser(only=None):
     """The argument parser; with ONLY, just that subcommand's parser is built in full."""
     p = _Parser(prog="cortex-hook", description="Pick the GPUs an inference server gets when systemd starts it.")

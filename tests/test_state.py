@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from cortex_hook.holders import Holder, boot_id, pid_start_time
 from cortex_hook.state import SCHEMA_VERSION, State
 
-from .conftest import assert_one_line_error, gpu_desc, uuid_of
+from .conftest import assert_one_line_error, assert_state_intact, gpu_desc, uuid_of
 
 A, B, C, D = uuid_of(0), uuid_of(1), uuid_of(2), uuid_of(3)
 
@@ -637,3 +637,37 @@ def test_history_rows_read_back_with_their_detail(tmp_path):
         rows = state.history()
     assert [(r["action"], r["detail"]) for r in rows] == [
         ("allocate", {"summary": 'it "works"\n', "env": {"X": "1"}, "fallback": None}), ("release", {})]
+
+
+# -- the start path leaves its connection to the process exit -----------------------------------
+def test_start_path_leaves_the_wal_for_the_next_command_to_checkpoint(box):
+    """`allocate`/`release` end with os._exit and do not checkpoint: their commits stay in the WAL,
+    which every reader sees; the next ordinary command that closes last checkpoints it away."""
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    wal = box.state + "-wal"
+    assert box.cli("allocate", "a").returncode == 0
+    assert os.path.getsize(wal) > 0
+    conn = sqlite3.connect(f"file:{box.state}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT unit, uuid FROM lease").fetchall() == [("a.service", uuid_of(0))]
+    finally:
+        conn.close()
+    assert box.json("leases")["leases"][0]["unit"] == "a.service"
+    assert not os.path.exists(wal)  # `leases` closed last: checkpointed and removed
+    assert box.cli("release", "a").returncode == 0
+    assert os.path.getsize(wal) > 0 and box.json("leases")["leases"] == []
+    assert_state_intact(box.state)
+
+
+def test_in_process_main_closes_its_connection(box):
+    """Only the console script (cli.run) leaves the connection open; main() called in a process
+    that goes on (a test, a tool) closes it as every other command does."""
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    code = "import sys\nfrom cortex_hook.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    r = subprocess.run([sys.executable, "-c", code, "allocate", "a"], env=box.env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(box.state + "-wal")  # closed: checkpointed and removed
+    assert box.json("leases")["leases"][0]["unit"] == "a.service"  # and committed
