@@ -27,15 +27,8 @@ def _policy(args, cached=True):
 
 def _trusted_runtime_dir(args):
     """The runtime dir if it exists and only root (or we) can change it, else None."""
-    import stat
-
-    from .safety import stat_is_trusted
-    directory = _runtime_dir(args)
-    try:
-        st = os.lstat(directory)
-    except OSError:
-        return None
-    return directory if stat.S_ISDIR(st.st_mode) and stat_is_trusted(st) else None
+    from .runtime import trusted_runtime_dir
+    return trusted_runtime_dir(_runtime_dir(args))
 
 
 def _state(args, create=True):

@@ -8,6 +8,10 @@ It never asks the driver, and it never fails: its exit status could fail the boo
 policy is broken it still writes drop-ins for the units of the last good run (kept beside the
 policy): their `ExecStartPre=+cortex-hook allocate` then fails with the policy error, so those
 units refuse to start, saying why, instead of starting on unplanned GPUs.
+
+It parses the policy anyway, so it leaves the parsed copy in the runtime dir (policyfile.py)
+beside its status: the units starting at boot, all at once, then read it instead of each
+parsing the YAML again.
 """
 
 import json
@@ -25,8 +29,9 @@ def target_unit(svc):
     return svc.match
 
 
-def generate(normal_dir, policy_path, options, root="/"):
-    """Write the drop-ins into NORMAL_DIR. Returns a status dict (also written to the runtime dir)."""
+def generate(normal_dir, policy_path, options, root="/", cache_dir=None):
+    """Write the drop-ins into NORMAL_DIR. Returns a status dict (also written to the runtime dir).
+    With CACHE_DIR (the trusted runtime dir), the parsed policy is left there."""
     from .dropin import DROPIN_NAME, render
     from .errors import CortexError
     from .policyfile import load_policy
@@ -34,7 +39,7 @@ def generate(normal_dir, policy_path, options, root="/"):
     cache = os.path.join(os.path.dirname(os.path.abspath(policy_path)), UNITS_FILE)
     status = {"at": time.time(), "policy": policy_path, "ok": True, "error": None, "units": {}, "skipped": {}}
     try:
-        policy = load_policy(policy_path)
+        policy = load_policy(policy_path, cache_dir=cache_dir)
         wanted = {}
         for svc in policy.services:
             if svc.install:
@@ -91,15 +96,19 @@ def log_kmsg(message):
 def main(argv, options_factory):
     """Entry for `cortex-hook generate NORMAL [EARLY LATE]`; always returns 0."""
     try:
+        from .runtime import trusted_runtime_dir
         normal_dir = argv[0]
         options, policy_path, runtime_dir = options_factory()
-        status = generate(normal_dir, policy_path, options)
+        try:
+            os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
+        except OSError:
+            pass
+        status = generate(normal_dir, policy_path, options, cache_dir=trusted_runtime_dir(runtime_dir))
         if not status["ok"]:
             log_kmsg(f"policy unusable, units kept from starting: {status['error']}")
         for unit, why in status["skipped"].items():
             log_kmsg(f"{unit}: env mode instead: {why}")
         try:
-            os.makedirs(runtime_dir, mode=0o755, exist_ok=True)
             with open(os.path.join(runtime_dir, STATUS_FILE), "w", encoding="utf-8") as f:
                 json.dump(status, f, indent=1, sort_keys=True)
         except OSError:

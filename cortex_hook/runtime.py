@@ -56,6 +56,17 @@ def ensure_runtime_dir(directory):
         raise OutputError(f"runtime dir {directory}: not a plain directory (symlink?); refusing it")
 
 
+def trusted_runtime_dir(directory):
+    """DIRECTORY if it is a directory (not a symlink) that only root (or we) can change, else
+    None: where memos (cortex_hook/memo.py) may be read and written."""
+    from .safety import stat_is_trusted
+    try:
+        st = os.lstat(directory)
+    except OSError:
+        return None
+    return directory if stat.S_ISDIR(st.st_mode) and stat_is_trusted(st) else None
+
+
 def record_path(directory, unit):
     """Where UNIT's decision record lives."""
     return os.path.join(directory, unit + RECORD_SUFFIX)

@@ -112,9 +112,11 @@ def test_generated_dropins_lease_gpus_for_a_unit_and_a_template(host):
     llm_record = host.standin_unit("llm.service", "User=nobody\n")
     vllm_record = vllm_template(host)
     install_generator(host)
+    assert not host.sb.exists("/run/cortex-hook/policy.cache")
     status = reload(host)
     assert (status["ok"], status["error"], status["skipped"]) == (True, None, {})
     assert status["units"] == {"llm.service": "env", "vllm@.service": "supervise"}
+    assert host.sb.exists("/run/cortex-hook/policy.cache")  # parsed once for the starts to come
 
     for unit, target, mode in (("llm.service", "llm.service", "env"),
                                ("vllm@m1.service", "vllm@.service", "supervise")):
@@ -581,3 +583,6 @@ def test_installed_generator_script_runs_as_systemd_runs_it(tmp_path):
                       f"--runtime-dir {runtime} allocate %n\n" in text
     status = json.loads((runtime / "generator.status").read_text())
     assert (status["ok"], status["units"]) == (True, {"llm.service": "env"})
+    from cortex_hook import policyfile
+    parsed = policyfile.load(str(runtime), policyfile.key_of(box.policy, os.stat(box.policy)))
+    assert [(s.match, s.install) for s in parsed.services] == [("llm.service", "env")]  # left for the starts
