@@ -4,7 +4,7 @@
   editable: the bytecode is compiled by pip the way a real install does) and nvitop's `nvisel` when
   it installs. It is refreshed when cortex_hook/, plugins/ or pyproject.toml change (a hash of them
   is stored in the venv).
-- `build_fake_nvml()`: the fake libnvidia-ml.so.1, built the way tests/conftest.py builds it.
+- `build_fake_nvml()`: the fake libnvidia-ml.so.1, built by tests/fakegpu.py as the tests build it.
 - `Box`: a throw-away host (policy with `inventory: nvml`, GPU JSON, state, runtime dir).
 - `run_interleaved()`: run every variant once per round, rotating the order each round, so load
   from other work on this shared machine hits every variant alike; wall time per run.
@@ -39,6 +39,20 @@ NVISEL = os.path.join(VENV_BIN, "nvisel")
 SOURCE_STAMP = os.path.join(VENV, ".cortex-hook-source.json")
 NVITOP_STAMP = os.path.join(VENV, ".nvitop.json")
 STANDIN = os.path.join(REPO, "tests", "helpers", "standin_server.py")
+
+
+def _load_fakegpu():
+    """tests/fakegpu.py (simulated GPUs, the fake driver's build), loaded by path: putting the
+    checkout on sys.path could let a bench process import the checkout's cortex_hook."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cortex_bench_fakegpu", os.path.join(REPO, "tests", "fakegpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_fakegpu = _load_fakegpu()
+gpu_desc = _fakegpu.gpu_desc  # one simulated GPU, as the tests describe it
 # measured processes run in / as systemd runs them (and so `python -c`/`-m`, which put the working
 # directory first on sys.path, cannot pick up the checkout instead of the installed copy)
 CWD = "/"
@@ -238,7 +252,7 @@ FAKE_NVML_MAX_GPUS = 32  # fake_nvml.c's MAX_GPUS: a larger `count` or list is c
 
 
 def build_fake_nvml(outdir=None, max_gpus=None):
-    """Directory holding the fake libnvidia-ml.so.1 (same build as tests/conftest.py).
+    """Directory holding the fake libnvidia-ml.so.1 (tests/fakegpu.py's build, as the tests use).
 
     MAX_GPUS above the shared source's limit (32) builds a copy with a larger table into
     bench/.cache/ (the source is otherwise unchanged)."""
@@ -256,16 +270,10 @@ def build_fake_nvml(outdir=None, max_gpus=None):
 
 
 def _gcc(src, outdir):
-    lib = os.path.join(outdir, "libnvidia-ml.so.1")
-    if os.path.exists(lib) and os.path.getmtime(lib) >= os.path.getmtime(src):
-        return
-    if not shutil.which("gcc"):
-        raise SystemExit("bench: gcc is needed to build the fake NVML driver")
-    os.makedirs(outdir, exist_ok=True)
-    tmp = lib + f".{os.getpid()}"
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-Wl,-soname,libnvidia-ml.so.1",
-                    "-o", tmp, src, "-lpthread"], check=True)
-    os.replace(tmp, lib)
+    try:
+        _fakegpu.build_fake_nvml(src, outdir)
+    except _fakegpu.MissingTool:
+        raise SystemExit("bench: gcc is needed to build the fake NVML driver") from None
 
 
 def _build_fake_nvml_larger(src, max_gpus):
@@ -297,24 +305,6 @@ def bench_env(**extra):
     env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", os.defpath)
     env.update({k: str(v) for k, v in extra.items()})
     return env
-
-
-def gpu_desc(i, **kw):
-    """One simulated GPU (fake-NVML JSON keys), healthy, idle and 24 GiB (as tests/conftest.py)."""
-    desc = {
-        "name": "NVIDIA L4",
-        "uuid": f"GPU-00000000-0000-4000-8000-{i:012x}",
-        "pci_bus_id": f"00000000:{0x10 + i:02X}:00.0",
-        "minor_number": i,
-        "memory_total": "24GiB",
-        "memory_used": 0,
-        "utilization_gpu": 0,
-        "temperature": 40,
-        "compute_capability": "8.9",
-        "numa_node": 0,
-    }
-    desc.update(kw)
-    return desc
 
 
 def mig_gpu_desc(i, instances=7):

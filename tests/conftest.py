@@ -14,6 +14,8 @@ import textwrap
 
 import pytest
 
+from .fakegpu import build_fake_nvml, gpu_desc, uuid_of  # noqa: F401  (gpu_desc, uuid_of: for the tests)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get("CORTEX_HOOK_SHARED") or os.path.join(os.path.dirname(REPO), "shared")
 FAKE_NVML_SRC = os.path.join(SHARED, "tools", "fake-nvml")
@@ -34,17 +36,7 @@ def _build_fake_nvml(outdir, version_script=None):
     src = os.path.join(FAKE_NVML_SRC, "fake_nvml.c")
     require(os.path.exists(src), f"fake NVML source {src} (../shared/tools/fake-nvml)")
     require(shutil.which("gcc"), "gcc (to build the fake NVML driver)")
-    lib = os.path.join(outdir, "libnvidia-ml.so.1")
-    if os.path.exists(lib) and os.path.getmtime(lib) >= os.path.getmtime(src):
-        return outdir
-    os.makedirs(outdir, exist_ok=True)
-    cmd = ["gcc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-Wl,-soname,libnvidia-ml.so.1"]
-    if version_script:
-        cmd.append(f"-Wl,--version-script={version_script}")
-    tmp = lib + f".{os.getpid()}"
-    subprocess.run(cmd + ["-o", tmp, src, "-lpthread"], check=True)
-    os.replace(tmp, lib)
-    return outdir
+    return build_fake_nvml(src, outdir, version_script)
 
 
 @pytest.fixture(scope="session")
@@ -62,28 +54,6 @@ def fake_nvml_old_lib():
     core = os.path.join(FAKE_NVML_SRC, "core.map")
     require(os.path.exists(core), f"{core}")
     return _build_fake_nvml(os.path.join(CACHE, "fake-nvml", "lib-core"), core)
-
-
-def gpu_desc(i, **kw):
-    """One simulated GPU (fake-NVML JSON keys), healthy, idle and 24 GiB unless told otherwise."""
-    desc = {
-        "name": "NVIDIA L4",
-        "uuid": f"GPU-00000000-0000-4000-8000-{i:012x}",
-        "pci_bus_id": f"00000000:{0x10 + i:02X}:00.0",
-        "minor_number": i,
-        "memory_total": "24GiB",
-        "memory_used": 0,
-        "utilization_gpu": 0,
-        "temperature": 40,
-        "compute_capability": "8.9",
-        "numa_node": 0,
-    }
-    desc.update(kw)
-    return desc
-
-
-def uuid_of(i):
-    return f"GPU-00000000-0000-4000-8000-{i:012x}"
 
 
 class Box:
