@@ -177,20 +177,21 @@ def lat(values):
     return [f"{C.percentile(v, 50) * 1e3:.0f}", f"{C.percentile(v, 99) * 1e3:.0f}", f"{max(v) * 1e3:.0f}"]
 
 
-def db_leases(box):
+def db_rows(box, sql):
+    """SQL's rows from the box's state database, read directly (not through cortex-hook)."""
     conn = sqlite3.connect(box.state, timeout=60)
     try:
-        return conn.execute("SELECT unit, uuid FROM lease").fetchall()
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def db_leases(box):
+    return db_rows(box, "SELECT unit, uuid FROM lease")
 
 
 def db_history(box):
-    conn = sqlite3.connect(box.state, timeout=60)
-    try:
-        return conn.execute("SELECT at, unit, action, gpus FROM history ORDER BY id").fetchall()
-    finally:
-        conn.close()
+    return db_rows(box, "SELECT at, unit, action, gpus FROM history ORDER BY id")
 
 
 def release_all(box, units):
