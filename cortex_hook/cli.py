@@ -18,15 +18,15 @@ def _unit(name):
     return normalize_unit(name)
 
 
-def _policy(args, cached=True):
-    """The policy; cached=True reads it from its parsed cache in the runtime dir when unchanged."""
+def _policy(args, memo_dir):
+    """The policy; read from its parsed copy in MEMO_DIR (see _memo_dir) while unchanged."""
     from .policyfile import load_policy
-    cache_dir = _trusted_runtime_dir(args) if cached else None
-    return load_policy(args.policy, cache_dir=cache_dir)
+    return load_policy(args.policy, cache_dir=memo_dir)
 
 
-def _trusted_runtime_dir(args):
-    """The runtime dir if it exists and only root (or we) can change it, else None."""
+def _memo_dir(args):
+    """The runtime dir if memos may be read and written there (it exists and only root, or we,
+    can change it), else None. A command asks once and hands it to the policy and the plugins."""
     from .runtime import trusted_runtime_dir
     return trusted_runtime_dir(_runtime_dir(args))
 
@@ -46,10 +46,10 @@ def _print_json(obj):
     print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
-def _gpus(args, policy, state=None):
+def _gpus(policy, memo_dir, state=None):
     from .allocation import discover
     from .plugins import load_plugins
-    gpus = discover(load_plugins(cache_dir=_trusted_runtime_dir(args)), policy, frozenset({"processes", "full"}))
+    gpus = discover(load_plugins(cache_dir=memo_dir), policy, frozenset({"processes", "full"}))
     if state is not None:
         state.remember_gpus(gpus)
     return gpus
@@ -58,9 +58,10 @@ def _gpus(args, policy, state=None):
 def _resolve(args, refs):
     """Resolve GPU references (needs the inventory, so the policy) -> uuids."""
     from .gpuref import resolve_gpu
-    policy = _policy(args)
+    memo_dir = _memo_dir(args)
+    policy = _policy(args, memo_dir)
     with _state(args) as state:
-        gpus = _gpus(args, policy, state)
+        gpus = _gpus(policy, memo_dir, state)
         seen = state.seen_gpus()
     return [resolve_gpu(r, gpus, seen) for r in refs]
 
@@ -69,9 +70,10 @@ def _resolve(args, refs):
 def cmd_status(args):
     """Print the GPU table."""
     from .explain import gpu_rows, render_status
-    policy = _policy(args)
+    memo_dir = _memo_dir(args)
+    policy = _policy(args, memo_dir)
     with _state(args) as state:
-        gpus = _gpus(args, policy, state)
+        gpus = _gpus(policy, memo_dir, state)
         rows = gpu_rows(gpus, policy, state.snapshot(), state.seen_gpus())
     if args.json:
         _print_json({"gpus": rows})
@@ -86,7 +88,8 @@ def cmd_plan(args):
     from .explain import render_decision
     from .plugins import load_plugins
     unit = _unit(args.unit)
-    policy = _policy(args)
+    memo_dir = _memo_dir(args)
+    policy = _policy(args, memo_dir)
     argv = _server_argv(args)
     if not argv:
         from .unitfile import unit_command
@@ -95,8 +98,7 @@ def cmd_plan(args):
         except CortexError:
             argv = None
     with _state(args) as state:
-        decision = plan_unit(unit, policy, load_plugins(cache_dir=_trusted_runtime_dir(args)), state,
-                             os.environ, argv)
+        decision = plan_unit(unit, policy, load_plugins(cache_dir=memo_dir), state, os.environ, argv)
     if args.json:
         _print_json(decision.to_json())
     else:
@@ -111,7 +113,8 @@ def cmd_allocate(args):
     from .explain import render_decision
     from .plugins import load_plugins
     unit = _unit(args.unit)
-    policy = _policy(args)
+    memo_dir = _memo_dir(args)
+    policy = _policy(args, memo_dir)
 
     notifier = None
 
@@ -123,7 +126,7 @@ def cmd_allocate(args):
 
     with _state(args) as state:
         try:
-            plugins = load_plugins(cache_dir=_trusted_runtime_dir(args))
+            plugins = load_plugins(cache_dir=memo_dir)
             decision, _ = allocate(unit, policy, plugins, state, os.environ, _runtime_dir(args),
                                    holder_pid=args.holder_pid, on_wait=waiting)
         except UnavailableError as exc:
@@ -209,9 +212,10 @@ def cmd_priority(args):
 
 
 def _priority_list(args):
-    policy = _policy(args)
+    memo_dir = _memo_dir(args)
+    policy = _policy(args, memo_dir)
     with _state(args) as state:
-        gpus = _gpus(args, policy, state)
+        gpus = _gpus(policy, memo_dir, state)
         ranked = state.priorities()
         seen = state.seen_gpus()
     present = {g.uuid: g for g in gpus if g.uuid}

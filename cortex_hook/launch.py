@@ -38,9 +38,10 @@ def prepare(unit, argv, args, environ, on_wait=None):
     if not argv:
         raise UsageError("no server command given after --")
     directory = runtime.runtime_dir(args.runtime_dir)
-    policy = load_policy(args.policy, cache_dir=directory)  # ExecStartPre's parse, if unchanged
+    memo_dir = runtime.trusted_runtime_dir(directory)  # as the CLI's commands: cli._memo_dir
+    policy = load_policy(args.policy, cache_dir=memo_dir)  # ExecStartPre's parse, if unchanged
     svc = service_for(policy, unit)
-    plugins = load_plugins(cache_dir=directory)  # the hook plan ExecStartPre recorded, if any
+    plugins = load_plugins(cache_dir=memo_dir)  # the hook plan ExecStartPre recorded, if any
     check_server(plugins, policy, svc)
     record = runtime.read_record(directory, unit)
     invocation = environ.get("INVOCATION_ID")

@@ -184,9 +184,9 @@ def load_plugins(entry_points=True, cache_dir=None):
         return _cached
     dists = distributions() if entry_points else []
     plugins = _import_plugins(dists)
-    use_plan = cache_dir is not None and not os.environ.get("CORTEX_HOOK_TRACE_PLUGINS")
+    tracing = bool(os.environ.get("CORTEX_HOOK_TRACE_PLUGINS"))
     key = None
-    if use_plan:
+    if cache_dir is not None and not tracing:
         from . import hookplan, hookspecs
         key = hookplan.fingerprint(plugins, hookspecs, _version_of(dists, "pluggy"))
         hook = hookplan.load(cache_dir, key, plugins) if key is not None else None
@@ -196,7 +196,7 @@ def load_plugins(entry_points=True, cache_dir=None):
     pm = _register(plugins)
     if key is not None:
         hookplan.record(cache_dir, key, pm, plugins)
-    if os.environ.get("CORTEX_HOOK_TRACE_PLUGINS"):
+    if tracing:
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
     _cached = Plugins(pm.hook, plugins, pm)

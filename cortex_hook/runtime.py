@@ -69,7 +69,7 @@ def trusted_runtime_dir(directory):
 
 def record_path(directory, unit):
     """Where UNIT's decision record lives."""
-    return os.path.join(directory, unit + RECORD_SUFFIX)
+    return os.path.join(directory, _record_name(unit))
 
 
 def prepare(directory):
@@ -102,8 +102,12 @@ def write_start(directory, unit, decision, holder, isolated=False):
 def read_record(directory, unit):
     """UNIT's decision record, or None if there is none, it cannot be read, or others could
     have written it."""
-    record = memo.load(directory, os.path.basename(record_path(directory, unit)), _record_key(unit))
+    record = memo.load(directory, _record_name(unit), _record_key(unit))
     return record if isinstance(record, dict) else None
+
+
+def _record_name(unit):
+    return unit + RECORD_SUFFIX
 
 
 def _record_key(unit):
