@@ -69,8 +69,8 @@ def table(title, rows):
 
 # -- kill stress ----------------------------------------------------------------------------------
 def kill_stress(args):
-    from tests.conftest import Box
-    from tests.test_reliability import DUPLICATED, LOST, KillHarness
+    from tests.helpers.box import Box
+    from tests.helpers.kill import DUPLICATED, LOST, KillHarness
 
     root = tempfile.mkdtemp(prefix="cortex-hook-stress-")
     os.chmod(root, 0o755)
@@ -155,11 +155,12 @@ def fuzz(args):
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
-    from cortex_hook.envfile import render_env
+    from cortex_hook.systemd.envfile import render_env
     from cortex_hook.errors import PolicyError
-    from cortex_hook.policy import parse_policy
-    from cortex_hook.policyfile import load_policy
+    from cortex_hook.policy.parse import parse_policy
+    from cortex_hook.policy.load import load_policy
     from tests import test_fuzz as F
+    from tests.helpers.envrules import EnvParseError
 
     path = F.POLICY_PATH
     findings = {}  # signature -> (count, shortest document)
@@ -235,7 +236,7 @@ def fuzz(args):
             header = f"written by cortex-hook for {unit} at 2024-05-01 12:00:00; do not edit"
             try:
                 ok = F.env_as_systemd_reads(render_env(env, header)) == env
-            except F.EnvParseError:
+            except EnvParseError:
                 ok = False
             env_outcomes["round trip ok" if ok else "round trip FAILED"] += 1
             if not ok:

@@ -3,15 +3,21 @@
 `plan_unit` is the dry run; `allocate` is the real thing. Both build the same Request and call the
 same pure planner. `allocate` asks the driver outside the lock (it can be slow), then re-reads the
 leases, plans, inserts its leases and writes the env file inside one BEGIN IMMEDIATE transaction.
+`release` undoes all of it and needs no policy (it runs in ExecStopPost=, even with a broken one).
 """
 
 import os
 import time
 
-from . import runtime
-from .errors import DriverError, PolicyError, TimeoutExpired, UnavailableError
+from . import rules
+from .errors import DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean
+from .files import record as records
+from .files import rundir
 from .holders import cgroup_pids, current_holder, lease_alive
 from .model import Launch, Request
+from .planner import plan
+from .quantities import format_duration
+from .systemd import isolation
 
 WAIT_POLL_S = 0.25
 WAIT_REDISCOVER_S = 15.0
@@ -29,15 +35,12 @@ def service_for(policy, unit):
 
 
 def check_server(plugins, policy, svc):
-    """PolicyError unless some plugin provides the service's `server:` and accepts its options."""
+    """PolicyError unless some plugin serves the service's `server:` and accepts its options."""
     names = plugins.server_names()
     if svc.server not in names:
-        import difflib
-        close = difflib.get_close_matches(svc.server, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise PolicyError(policy.path, svc.line, 0, f"services[{svc.position}].server",
-                          f"no installed plugin provides server {svc.server!r}{hint}; "
-                          f"available: {', '.join(names)}")
+                          f"no installed plugin provides server {svc.server!r}"
+                          f"{did_you_mean(svc.server, names)}; available: {', '.join(names)}")
     if not svc.options:
         return
     problems = plugins.validate_options(svc)
@@ -48,18 +51,6 @@ def check_server(plugins, policy, svc):
         key, message = problems[0]
         line, column = svc.option_marks.get(key, (svc.line, 0))
         raise PolicyError(policy.path, line, column, f"services[{svc.position}].options.{key}", message)
-
-
-def inherited_visible(unit, environ):
-    """The CUDA_VISIBLE_DEVICES an outer allocator set, or None.
-
-    A value that our own env file put there (a restart reads the previous start's env file
-    before ExecStartPre runs) is not an outer restriction and is ignored.
-    """
-    text = environ.get("CUDA_VISIBLE_DEVICES")
-    if text is None or environ.get("CORTEX_HOOK_UNIT") == unit:
-        return None
-    return text
 
 
 def own_pids(unit_leases, holder=None):
@@ -105,27 +96,31 @@ def discover_for(plugins, policy, svc, detail):
         raise
 
 
-def _note_driver_problem(decision, problem):
-    if problem:
-        decision.notes.insert(0, f"driver: {problem}")
-        if not decision.ok:
-            decision.summary += f" ({problem})"
-
-
 def make_request(unit, svc, policy, snapshot, gpus, environ, pids):
     """The Request every hook sees; returns (request, notes about the inherited devices)."""
-    from .builtin.availability import parse_visible
-    text = inherited_visible(unit, environ)
+    text = rules.inherited_visible(unit, environ)
     visible, notes = (None, [])
     if text is not None:
-        visible, notes = parse_visible(text, gpus, environ.get("CUDA_DEVICE_ORDER"))
+        visible, notes = rules.parse_visible(text, gpus, environ.get("CUDA_DEVICE_ORDER"))
     return Request(unit=unit, service=svc, policy=policy, snapshot=snapshot, gpus=gpus,
                    visible=visible, visible_text=text, own_pids=pids), notes
 
 
-def plan_unit(unit, policy, plugins, state, environ, argv=None):
+def _decide(plugins, request, notes, problem):
+    """The planner's Decision for REQUEST, with the notes about inherited devices and the driver."""
+    decision = plan(plugins, request)
+    decision.notes[:0] = notes
+    if problem:
+        decision.notes.insert(0, f"driver: {problem}")
+        if not decision.ok:
+            decision.summary += f" ({problem})"
+    return decision
+
+
+def plan_unit(ctx, unit, state, environ, argv=None):
     """Dry run: the Decision `allocate` would make now, changing nothing (ARGV: the server command,
     for the plugins to show how they would rewrite it)."""
+    policy, plugins = ctx.policy(), ctx.plugins()
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     pids = own_pids(state.leases(unit))
@@ -133,38 +128,34 @@ def plan_unit(unit, policy, plugins, state, environ, argv=None):
     snapshot = state.snapshot()
     snapshot.leases = [l for l in snapshot.leases if l.unit == unit or lease_alive(l)]
     request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
-    from .planner import plan
-    decision = plan(plugins, request)
-    decision.notes[:0] = notes
-    _note_driver_problem(decision, problem)
+    decision = _decide(plugins, request, notes, problem)
     if decision.ok:
         decision.launch = Launch(argv=list(argv) if argv else None)
         plugins.prepare_launch(request, decision, decision.launch)
     return decision
 
 
-def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid=None, on_wait=None,
-             argv=None):
+def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None):
     """Choose GPUs for UNIT, lease them, write its runtime files; wait if the policy says so.
 
     Returns (decision, request). ARGV (wrapper modes) is the server command the plugins may
     rewrite. Raises UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait`
     runs out. ON_WAIT(decision, seconds_left) is called while waiting (status lines).
     """
+    policy, plugins = ctx.policy(), ctx.plugins()
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     holder = current_holder(unit, holder_pid)
     pids = own_pids(state.leases(unit), holder)
     detail = detail_for(svc, pids)
-    if runtime_dir:
-        runtime.prepare(runtime_dir)
+    rundir.prepare(ctx.runtime_dir)
     deadline = None
     gpus, discovered_at, first = None, 0.0, True
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
             (gpus, problem), discovered_at = discover_for(plugins, policy, svc, detail), time.monotonic()
-        decision, request = _attempt(unit, svc, policy, plugins, state, environ, runtime_dir,
-                                     holder, pids, gpus, problem, argv, record_refusal=first)
+        decision, request = _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv,
+                                     record_refusal=first)
         first = False
         if decision.ok:
             plugins.decision_made(request, decision)
@@ -174,7 +165,6 @@ def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid
         now = time.monotonic()
         deadline = deadline or now + svc.wait_seconds
         if now >= deadline:
-            from .quantities import format_duration
             raise TimeoutExpired(f"gave up after waiting {format_duration(svc.wait_seconds)}: {decision.summary}")
         if on_wait:
             on_wait(decision, deadline - now)
@@ -183,10 +173,9 @@ def allocate(unit, policy, plugins, state, environ, runtime_dir=None, holder_pid
         gpus = None  # nothing changed for a while: ask the driver again (memory may have been freed)
 
 
-def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pids, gpus, problem, argv,
-             record_refusal):
-    from .planner import plan
-
+def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv, record_refusal):
+    """One planning run inside the state's write lock: the lease and runtime files on success."""
+    policy, plugins = ctx.policy(), ctx.plugins()
     with state.write():
         if state.history_limit() != policy.history_limit:
             state.set_history_limit(policy.history_limit)
@@ -194,18 +183,14 @@ def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pi
         state.drop_leases(unit)  # this start supersedes whatever the unit held before
         snapshot = state.snapshot()
         request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
-        decision = plan(plugins, request)
-        decision.notes[:0] = notes
-        _note_driver_problem(decision, problem)
+        decision = _decide(plugins, request, notes, problem)
         detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
         if not decision.ok:
             if record_refusal:
                 state.record(unit, "refuse", [], detail, policy.history_limit)
-            if runtime_dir:
-                runtime.clear_start(runtime_dir, unit)
+            records.clear_start(ctx.runtime_dir, unit)
             return decision, request
-        if runtime_dir:
-            _refuse_env_file_clash(unit, snapshot)
+        _refuse_env_file_clash(unit, snapshot)
         if decision.chosen:
             state.add_leases(unit, decision.uuids, svc.sharing, holder)
         decision.launch = Launch(argv=list(argv) if argv is not None else None)
@@ -216,10 +201,9 @@ def _attempt(unit, svc, policy, plugins, state, environ, runtime_dir, holder, pi
         isolated = bool(policy.isolate and holder.cgroup and decision.chosen)
         if policy.isolate and not holder.cgroup:
             decision.notes.append("isolate: not applied (not running inside the unit under systemd)")
-        if runtime_dir:  # an OutputError here rolls the lease back with the transaction
-            runtime.write_start(runtime_dir, unit, decision, holder, isolated)
+        # an OutputError here rolls the lease back with the transaction
+        records.write_start(ctx.runtime_dir, decision, holder, isolated)
         if isolated:
-            from . import isolation
             isolation.apply(unit, decision.chosen)
             decision.notes.append("isolate: the unit's device cgroup allows only " +
                                   ", ".join(e.split()[0] for e in isolation.allow_list(decision.chosen)))
@@ -239,25 +223,20 @@ def _wait_for_change(state, until):
 
 def _refuse_env_file_clash(unit, snapshot):
     """Two units whose names differ only in backslashes would read the same env file."""
-    from .runtime import env_file_name
-    from .errors import UsageError
-    mine = env_file_name(unit)
+    mine = rundir.env_file_name(unit)
     for lease in snapshot.leases:
-        if lease.unit != unit and env_file_name(lease.unit) == mine:
+        if lease.unit != unit and rundir.env_file_name(lease.unit) == mine:
             raise UsageError(f"{unit} and {lease.unit} would read the same env file {mine} (systemd reads "
                              "EnvironmentFile= as a glob, where a backslash escapes); rename one of them")
 
 
-def release(unit, state, runtime_dir=None):
+def release(unit, state, runtime_dir):
     """Give back UNIT's GPUs and remove its runtime files; idempotent. Returns the UUIDs released.
 
     Needs no policy (it runs in ExecStopPost=, even when the policy is broken)."""
     uuids = state.release(unit)
-    if runtime_dir:
-        record = runtime.read_record(runtime_dir, unit)
-        runtime.clear_start(runtime_dir, unit)
-        if record and record.get("isolated"):
-            from . import isolation
-            isolation.lift(unit)
+    record = records.read_record(runtime_dir, unit)
+    records.clear_start(runtime_dir, unit)
+    if record and record.get("isolated"):
+        isolation.lift(unit)
     return uuids
-

@@ -27,6 +27,17 @@ def one_line(text):
     return "".join(out)
 
 
+def did_you_mean(word, choices):
+    """` (did you mean 'x'?)` when WORD is close to one of CHOICES, else ``."""
+    names = [str(c) for c in choices]
+    same_but_case = [n for n in names if n.lower() == str(word).lower()]
+    if same_but_case:
+        return f" (did you mean {same_but_case[0]!r}?)"
+    import difflib  # error paths only
+    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class CortexError(Exception):
     """Base of every expected failure; `str()` is the one-line message."""
 

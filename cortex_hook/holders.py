@@ -16,9 +16,11 @@ _CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cg
 class Holder(Record):
     """The identity recorded with a lease."""
 
-    __slots__ = ("pid", "pid_start", "boot_id", "cgroup", "invocation")
-    DEFAULTS = {"cgroup": None, "invocation": None}
-    # pid: int; pid_start: int | None; boot_id: str | None; cgroup: str | None; invocation: str | None
+    pid: int
+    pid_start: int | None
+    boot_id: str | None
+    cgroup: str | None = None
+    invocation: str | None = None
 
 
 _boot_id = None

@@ -6,16 +6,9 @@ Order of work: check every GPU (every reason that applies), score the accepted o
 """
 
 from .model import Decision, Selection, Verdict
+from .rules import borrowed_reservation, priority_of
 
 _UNRANKED = float("inf")
-
-
-def priority_of(snapshot, gpu):
-    """The admin rank of GPU (a MIG instance without its own rank takes its parent's), or None."""
-    rank = snapshot.priorities.get(gpu.uuid)
-    if rank is None and gpu.parent_uuid:
-        rank = snapshot.priorities.get(gpu.parent_uuid)
-    return rank
 
 
 def rank_key(verdict):
@@ -29,16 +22,14 @@ def rank_key(verdict):
 
 def plan(plugins, request):
     """Decide which GPUs REQUEST's unit gets; never raises for an unsatisfiable request."""
-    from .builtin.availability import reserved_for_others
-
     svc = request.service
     verdicts = []
     for gpu in request.gpus:
         verdict = Verdict(gpu=gpu, priority=priority_of(request.snapshot, gpu))
-        verdict.reasons = plugins.check_gpu(request, gpu)
+        verdict.reasons = plugins.gpu_faults(request.policy, gpu) + plugins.check_gpu(request, gpu)
         if verdict.accepted:
             verdict.terms = plugins.score_gpu(request, gpu)
-            others = reserved_for_others(request, gpu)
+            others = borrowed_reservation(request, gpu)
             if others:
                 verdict.tier = 1
                 verdict.notes.append(f"reserved for {', '.join(others)}: usable because this service is "

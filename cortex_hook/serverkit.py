@@ -1,18 +1,31 @@
 """Helpers for server plugins: read the server's own flags, set ours without fighting the admin's,
-and find where its health endpoint listens.
+check the service's options, and find where its health endpoint listens.
 
-A server plugin answers only for its own `server:` name (see `for_server`). When the admin's
-command already sets a flag we would set, the service's `options.flags` decides: `theirs` (the
-default) keeps the admin's value and notes the disagreement; `ours` replaces it. Either way the
-plan shows what happened, and a flag is never given twice.
+A server plugin (one that answers `cortex_server_names`) is asked about its own services only
+(hooks/specs.py). When the admin's command already sets a flag we would set, the service's
+`options.flags` decides: `theirs` (the default) keeps the admin's value and notes the
+disagreement; `ours` replaces it. Either way the plan shows what happened, and a flag is never
+given twice.
 """
 
-_MISSING = object()
+import os
+import re
+
+from . import rules
+from .errors import did_you_mean
+from .quantities import parse_size
 
 
 def for_server(request, name):
-    """True when REQUEST's service is served by the plugin NAME."""
+    """True when REQUEST's service is served by NAME (a server plugin is only asked about its own
+    services; this is for plugins that are not server plugins)."""
     return request.service.server == name
+
+
+def free_memory(request, gpu):
+    """Free memory on GPU for this request (memory this unit's previous processes hold counts as
+    free, as when GPUs are chosen); None if unknown."""
+    return rules.free_for(request, gpu)
 
 
 def option(request, key, default=None):
@@ -87,7 +100,6 @@ def set_flag(request, launch, names, value, env_names=(), why=""):
 
 
 def _inherited_env(name):
-    import os
     return name in os.environ
 
 
@@ -96,7 +108,6 @@ def probe_address(argv, env, host_flags, port_flags, default_host, default_port,
 
     A wildcard bind address is probed on loopback.
     """
-    import os
     host = flag_value(argv or [], *host_flags) if host_flags else None
     port = flag_value(argv or [], *port_flags) if port_flags else None
     for name in env_host:
@@ -122,12 +133,10 @@ def gpus_joined_by_nvlink(gpus):
 
 def check_keys(options, allowed):
     """Errors [(key, message)] for OPTIONS keys not in ALLOWED (a dict key -> check function)."""
-    import difflib
     errors = []
     for key, value in options.items():
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(allowed))})"
+            hint = did_you_mean(key, allowed) or f" (known: {', '.join(sorted(allowed))})"
             errors.append((key, f"unknown option{hint}"))
             continue
         problem = allowed[key](value)
@@ -141,10 +150,7 @@ def one_of(*choices):
     def check(v):
         if v in choices:
             return None
-        import difflib
-        close = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"expected one of {', '.join(map(str, choices))}, got {v!r}{hint}"
+        return f"expected one of {', '.join(map(str, choices))}, got {v!r}{did_you_mean(v, choices)}"
     return check
 
 
@@ -160,11 +166,12 @@ def parallel_size(argv, *names):
 
 
 def is_bool(v):
+    """An option check: a boolean."""
     return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
 
 
 def is_size(v):
-    from .quantities import parse_size
+    """An option check: a size such as 256MiB."""
     try:
         parse_size(v)
         return None
@@ -173,7 +180,7 @@ def is_size(v):
 
 
 def is_env_map(v):
-    import re
+    """An option check: a mapping of environment variable names to values."""
     if not isinstance(v, dict) or not all(isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)
                                           and isinstance(x, (str, int)) and not isinstance(x, bool)
                                           for k, x in v.items()):

@@ -13,10 +13,9 @@ import time
 from contextlib import contextmanager
 
 from .errors import StateError
+from .files.trust import check_trusted
 from .model import Drain, Lease, Snapshot
 
-DEFAULT_STATE = "/var/lib/cortex-hook/state.db"
-_LEFT_FOR_EXIT = []  # connections of transient States, released by the process exit (see close)
 BUSY_TIMEOUT_S = 60.0
 
 _V1 = """
@@ -75,11 +74,6 @@ DEFAULT_HISTORY_LIMIT = 1000
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def state_path(explicit=None):
-    """The state file: --state, else $CORTEX_HOOK_STATE, else the default."""
-    return explicit or os.environ.get("CORTEX_HOOK_STATE") or DEFAULT_STATE
-
-
 class State:
     """An open state database. Use `State.open()`; close with `close()` or `with`."""
 
@@ -90,7 +84,7 @@ class State:
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path=None, create=True, check_owner=True, transient=False):
+    def open(cls, path, create=True, check_owner=True, transient=False):
         """Open (and, if CREATE, create or migrate) the database at PATH.
 
         TRANSIENT is for a process that writes only what a reboot voids (leases, and the history
@@ -99,7 +93,6 @@ class State:
         corrupt the file) and `close` leaves the connection to the process exit. Otherwise every
         commit is synced (synchronous=FULL): a priority or drain an admin sets is on disk when
         the command returns."""
-        path = state_path(path)
         directory = os.path.dirname(os.path.abspath(path))
         _refuse_symlink(path)
         exists = os.path.exists(path)
@@ -111,7 +104,6 @@ class State:
             except OSError as exc:
                 raise StateError(f"state {path}: cannot create {directory}: {exc.strerror}") from None
         if check_owner:  # the file's check covers the directories above it
-            from .safety import check_trusted
             if exists:
                 check_trusted(path, "state")
             else:
@@ -158,17 +150,16 @@ class State:
     def _use_wal(self):
         """Switch to WAL. SQLite answers "busy" here at once, without the busy timeout, while
         another process creates the file: retry for the same time a lock wait would take."""
-        import time as _time
-        deadline = _time.monotonic() + BUSY_TIMEOUT_S
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
                 if self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     self.conn.execute("PRAGMA journal_mode=WAL")
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or _time.monotonic() > deadline:
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
                     raise
-                _time.sleep(0.01)
+                time.sleep(0.01)
 
     def close(self):
         """Close the connection; a transient State's is kept open until the process exits.
@@ -177,10 +168,9 @@ class State:
         fsyncs) and deletes it, and the next open creates it again: about 1.5 ms on every start
         and stop. Left open, the committed transactions stay in the WAL, where the next
         connection reads them, and the exit releases the locks. The WAL is checkpointed by
-        SQLite's own autocheckpoint (1000 pages) or by the next command that closes."""
-        if self.transient:
-            _LEFT_FOR_EXIT.append(self.conn)
-        else:
+        SQLite's own autocheckpoint (1000 pages) or by the next command that closes. The
+        Context that opened a transient State keeps it until the exit (context.py)."""
+        if not self.transient:
             self.conn.close()
 
     def __enter__(self):
@@ -357,7 +347,7 @@ class State:
         if unit:
             sql += " WHERE unit = ?"
             args = (unit,)
-        import json
+        import json  # reading the history is never on the start path
         rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", args + (limit,)).fetchall()
         return [{"id": i, "at": at, "unit": u, "action": a, "gpus": [g for g in gpus.split(",") if g],
                  "detail": json.loads(d)} for i, at, u, a, gpus, d in reversed(rows)]

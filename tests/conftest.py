@@ -1,35 +1,20 @@
-"""Shared fixtures: the real instruments (fake NVML driver, systemd sandbox), a CLI runner, and
-builders for simulated GPUs and policies.
+"""Fixtures: the real instruments (fake NVML driver, systemd sandbox) and a throw-away host per test.
 
-Instruments: a test that needs one FAILS when $CI is set and the instrument is missing; outside
-CI it is skipped with a message naming what is missing.
+The builders and assertions live in tests/helpers/ (box.py, builders.py, fakegpu.py, ...).
 """
 
-import json
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
-from .fakegpu import build_fake_nvml, gpu_desc, uuid_of  # noqa: F401  (gpu_desc, uuid_of: for the tests)
+from cortex_hook.hooks.manager import load_plugins
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("CORTEX_HOOK_SHARED") or os.path.join(os.path.dirname(REPO), "shared")
-FAKE_NVML_SRC = os.path.join(SHARED, "tools", "fake-nvml")
-SD_SANDBOX = os.path.join(SHARED, "tools", "sd-sandbox", "sd-sandbox.sh")
-CACHE = os.path.join(REPO, ".cache")
-
-
-def require(ok, what):
-    """Fail under CI, skip elsewhere, when an instrument is missing."""
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"instrument missing under CI: {what}")
-    pytest.skip(f"instrument missing: {what}")
+from .helpers.box import Box
+from .helpers.fakegpu import build_fake_nvml
+from .helpers.instruments import CACHE, FAKE_NVML_SRC, REPO, SD_SANDBOX, require
+from .helpers.sandbox import Host, Sandbox, host_root
 
 
 def _build_fake_nvml(outdir, version_script=None):
@@ -56,62 +41,6 @@ def fake_nvml_old_lib():
     return _build_fake_nvml(os.path.join(CACHE, "fake-nvml", "lib-core"), core)
 
 
-class Box:
-    """A throw-away host: policy, simulated GPUs, state and runtime dir in one temp directory."""
-
-    def __init__(self, root):
-        self.root = str(root)
-        os.chmod(self.root, 0o755)
-        self.policy = os.path.join(self.root, "policy.yaml")
-        self.gpus_file = os.path.join(self.root, "gpus.json")
-        self.state = os.path.join(self.root, "state", "state.db")
-        self.runtime = os.path.join(self.root, "run")
-        self.lib = None
-
-    def write_gpus(self, gpus, **top):
-        """Describe the GPUs (list of gpu_desc dicts); used by simulated and fake NVML alike."""
-        with open(self.gpus_file, "w") as f:
-            json.dump(dict(top, gpus=gpus), f, indent=1)
-        return self
-
-    def write_policy(self, body, inventory="simulated"):
-        """Write a policy: BODY is YAML for everything after version/inventory."""
-        head = "version: 1\n"
-        if inventory == "simulated":
-            head += "inventory:\n  simulated: gpus.json\n"
-        elif inventory:
-            head += f"inventory: {inventory}\n"
-        with open(self.policy, "w") as f:
-            f.write(head + textwrap.dedent(body))
-        os.chmod(self.policy, 0o644)
-        return self
-
-    def env(self, **extra):
-        env = dict(os.environ)
-        for k in ("CUDA_VISIBLE_DEVICES", "CORTEX_HOOK_UNIT", "JOURNAL_STREAM", "CORTEX_HOOK_DISABLE_PLUGINS",
-                  "INVOCATION_ID"):
-            env.pop(k, None)
-        env.update(CORTEX_HOOK_POLICY=self.policy, CORTEX_HOOK_STATE=self.state,
-                   CORTEX_HOOK_RUNTIME_DIR=self.runtime)
-        if self.lib:
-            env.update(LD_LIBRARY_PATH=self.lib, FAKE_NVML_CONFIG=self.gpus_file)
-        env.update({k: str(v) for k, v in extra.items()})
-        return env
-
-    def cli(self, *args, env=None, **kw):
-        """Run `python -m cortex_hook ARGS` against this box; returns CompletedProcess (text)."""
-        return subprocess.run([sys.executable, "-m", "cortex_hook", *args], env=env or self.env(),
-                              capture_output=True, text=True, timeout=120, **kw)
-
-    def json(self, *args, expect=0, env=None):
-        r = self.cli(*args, "--json", env=env)
-        assert r.returncode == expect, (r.returncode, r.stdout, r.stderr)
-        return json.loads(r.stdout)
-
-    def env_file(self, unit):
-        return os.path.join(self.runtime, unit + ".env")
-
-
 @pytest.fixture
 def box(tmp_path):
     """A Box with a simulated inventory."""
@@ -126,25 +55,11 @@ def nvml_box(tmp_path, fake_nvml_lib):
     return b
 
 
-def assert_state_intact(state_path):
-    """The state database passes SQLite's integrity check and is still in WAL mode."""
-    import sqlite3
-    conn = sqlite3.connect(state_path)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        conn.close()
-
-
-def assert_one_line_error(stderr, *needles):
-    """The error output is exactly one line, no traceback, and mentions every NEEDLE."""
-    lines = [l for l in stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+@pytest.fixture(scope="session")
+def plugins():
+    """The plugins as installed here (built-ins and the six server plugins), loaded once. A test
+    that needs another set (some disabled, one added) calls load_plugins() itself."""
+    return load_plugins()
 
 
 _sandboxes = iter(range(1_000_000))
@@ -177,7 +92,6 @@ def sandbox(tmp_path, service_venv):
     require(os.path.exists(SD_SANDBOX), f"sd-sandbox ({SD_SANDBOX})")
     require(os.geteuid() == 0, "root (sd-sandbox boots systemd in namespaces)")
     require(shutil.which("nsenter") and shutil.which("unshare"), "nsenter/unshare (util-linux)")
-    from .sandbox import Sandbox
     os.chmod(tmp_path, 0o755)  # services running as User=nobody read and write files here
     sb = Sandbox(f"chk{os.getpid()}n{next(_sandboxes)}", tmp_path / "sdsb", service_venv)
     sb.up()
@@ -189,7 +103,6 @@ def sandbox(tmp_path, service_venv):
 
 @pytest.fixture
 def host(sandbox, fake_nvml_lib):
-    """A Host (tests/sandbox.py): policy, fake GPUs, state and units of one test, in a sandbox."""
-    from .sandbox import Host, host_root
+    """A Host (tests/helpers/sandbox.py): policy, fake GPUs, state and units of one test, in a sandbox."""
     with host_root(sandbox) as root:
         yield Host(sandbox, root, fake_nvml_lib)

@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import pytest
 
-from .conftest import assert_one_line_error, assert_state_intact, gpu_desc, uuid_of
+from .helpers.box import assert_one_line_error, assert_state_intact, gpu_desc, uuid_of
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "gated_allocate.py")
 READY_TIMEOUT_S = 60.0

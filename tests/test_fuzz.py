@@ -32,13 +32,13 @@ import yaml
 from hypothesis import HealthCheck, Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
-from cortex_hook.envfile import render_env
+from cortex_hook.systemd.envfile import render_env
 from cortex_hook.errors import PolicyError, UsageError
 from cortex_hook.model import Policy
-from cortex_hook.policy import HEALTH_KEYS, SCORING_KEYS, SERVICE_KEYS, TOP_KEYS, parse_policy
-from cortex_hook.policyfile import load_policy
+from cortex_hook.policy.parse import HEALTH_KEYS, SCORING_KEYS, SERVICE_KEYS, TOP_KEYS, parse_policy
+from cortex_hook.policy.load import load_policy
 
-from .conftest import assert_one_line_error
+from .helpers.box import assert_one_line_error
 
 SCALE = float(os.environ.get("CORTEX_HOOK_FUZZ_SCALE", "1"))
 
@@ -72,8 +72,7 @@ def fuzz_settings(n, shrink=True):
 #    and `\`-newline continues the line;
 #  - quoted and unquoted pieces may follow one another (`A="x"'y'z` is `xyz`);
 #  - the file is read up to the first NUL; names and values must be valid UTF-8.
-from .envrules import (  # noqa: F401  (EnvParseError: bench/stress.py uses it from here)
-    EnvParseError, _valid_env_name, env_as_systemd_reads, parse_env_252)
+from .helpers.envrules import _valid_env_name, env_as_systemd_reads, parse_env_252
 
 
 # -- the reference parser itself (so a mistake in it cannot hide one in render_env) -------------

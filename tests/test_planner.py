@@ -4,40 +4,15 @@ never a rejected GPU, never more than asked, the admin order exactly, inside an 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cortex_hook.builtin.availability import parse_visible
-from cortex_hook.builtin.cuda_env import assign_cuda_indices
-from cortex_hook.model import Drain, Gpu, Lease, Policy, Process, Request, ServicePolicy, Snapshot
+from cortex_hook.model import Drain, Gpu, Lease, Policy, Process, Snapshot
 from cortex_hook.planner import plan
-from cortex_hook.plugins import load_plugins
+from cortex_hook.rules import assign_cuda_indices, parse_visible
 
-GiB = 1024**3
-PLUGINS = load_plugins()
-
-
-def uuid(i):
-    return f"GPU-00000000-0000-4000-8000-{i:012x}"
+from .helpers.builders import GiB, make_gpu, make_request, uuid
 
 
-def make_gpu(i, free=24, total=24, **kw):
-    facts = dict(utilization=0, temperature=40, numa_node=0)
-    facts.update(kw)
-    return Gpu(index=i, uuid=uuid(i), name=f"GPU{i}", pci_bus_id=f"00000000:{0x10 + i:02X}:00.0",
-               memory_total=total * GiB, memory_free=free * GiB, memory_used=(total - free) * GiB, **facts)
-
-
-def make_request(devices, unit="u.service", policy=None, snapshot=None, visible=None, own_pids=frozenset(),
-                 **svc):
-    assign_cuda_indices(devices)
-    service = ServicePolicy(match="*", **svc)
-    policy = policy or Policy()
-    policy.services = [service]
-    return Request(unit=unit, service=service, policy=policy, snapshot=snapshot or Snapshot(), gpus=devices,
-                   visible=visible, visible_text=None if visible is None else ",".join(visible),
-                   own_pids=own_pids)
-
-
-def decide(devices, **kw):
-    return plan(PLUGINS, make_request(devices, **kw))
+def decide(plugins, devices, **kw):
+    return plan(plugins, make_request(devices, **kw))
 
 
 def codes(decision, i):
@@ -52,12 +27,12 @@ def chosen(decision):
 
 
 # -- checks --------------------------------------------------------------------------------------
-def test_every_reason_that_applies_is_listed():
+def test_every_reason_that_applies_is_listed(plugins):
     """A GPU that is hot, drained, short of memory and leased gets all four reasons, not the first."""
     gpus = [make_gpu(0, free=2, temperature=95), make_gpu(1)]
     snap = Snapshot(drains={uuid(0): Drain(uuid(0), "fan noise", 0)},
                     leases=[Lease("other.service", uuid(0))])
-    d = decide(gpus, snapshot=snap, min_free_memory=8 * GiB)
+    d = decide(plugins, gpus, snapshot=snap, min_free_memory=8 * GiB)
     assert sorted(codes(d, 0)) == ["drained", "leased", "memory", "too-hot"]
     assert chosen(d) == [1]
     texts = " | ".join(r.text for r in d.verdicts[1].reasons)
@@ -69,10 +44,10 @@ def test_every_reason_that_applies_is_listed():
     ("retired_pages_pending", True, "retired-pages"), ("remapped_rows_pending", True, "remapped-rows"),
     ("remapped_rows_failure", True, "remap-failure"), ("mig_enabled", True, "mig-parent"),
 ])
-def test_faults_reject(field, value, code):
+def test_faults_reject(plugins, field, value, code):
     g = make_gpu(0)
     setattr(g, field, value)
-    d = decide([g, make_gpu(1)])
+    d = decide(plugins, [g, make_gpu(1)])
     assert code in codes(d, 0)
     assert chosen(d) == [1]
 
@@ -82,103 +57,103 @@ def test_faults_reject(field, value, code):
     ("remapped_rows_pending", "remapped_rows_pending", True),
     ("volatile_uncorrectable_ecc", "ecc_volatile_uncorrected", 1),
 ])
-def test_fault_checks_can_be_switched_off(switch, field, value):
+def test_fault_checks_can_be_switched_off(plugins, switch, field, value):
     g = make_gpu(0)
     setattr(g, field, value)
     pol = Policy()
     setattr(pol.health, switch, False)
-    assert codes(decide([g], policy=pol), 0) == []
+    assert codes(decide(plugins, [g], policy=pol), 0) == []
 
 
-def test_unknown_facts_are_not_faults_but_unknown_memory_is_not_enough():
+def test_unknown_facts_are_not_faults_but_unknown_memory_is_not_enough(plugins):
     g = make_gpu(0, temperature=None, utilization=None)
     g.retired_pages_pending = None
-    assert codes(decide([g]), 0) == []
+    assert codes(decide(plugins, [g]), 0) == []
     g.memory_free = None
-    d = decide([g], min_free_memory=GiB)
+    d = decide(plugins, [g], min_free_memory=GiB)
     assert codes(d, 0) == ["memory-unknown"]
-    assert codes(decide([g]), 0) == []  # no memory asked for: unknown is fine
+    assert codes(decide(plugins, [g]), 0) == []  # no memory asked for: unknown is fine
 
 
-def test_fraction_of_gpu_memory():
-    d = decide([make_gpu(0, free=70, total=80), make_gpu(1, free=79, total=80)], min_free_fraction=0.9)
+def test_fraction_of_gpu_memory(plugins):
+    d = decide(plugins, [make_gpu(0, free=70, total=80), make_gpu(1, free=79, total=80)], min_free_fraction=0.9)
     assert codes(d, 0) == ["memory"] and chosen(d) == [1]
     assert "90%" in d.verdicts[1].reasons[0].text
 
 
-def test_own_previous_processes_count_as_free():
+def test_own_previous_processes_count_as_free(plugins):
     """A restarting unit does not compete with its own old instance's memory."""
     g = make_gpu(0, free=4)
     g.processes = (Process(pid=4242, used_memory=20 * GiB), Process(pid=99, used_memory=GiB))
-    assert codes(decide([g], min_free_memory=16 * GiB), 0) == ["memory"]
-    assert codes(decide([g], min_free_memory=16 * GiB, own_pids=frozenset({4242})), 0) == []
+    assert codes(decide(plugins, [g], min_free_memory=16 * GiB), 0) == ["memory"]
+    assert codes(decide(plugins, [g], min_free_memory=16 * GiB, own_pids=frozenset({4242})), 0) == []
 
 
-def test_leases_exclusive_and_shared():
+def test_leases_exclusive_and_shared(plugins):
     gpus = [make_gpu(0), make_gpu(1), make_gpu(2)]
     snap = Snapshot(leases=[Lease("a.service", uuid(0), "exclusive"), Lease("b.service", uuid(1), "shared"),
                             Lease("u.service", uuid(2), "exclusive")])
-    excl = decide(gpus, snapshot=snap, gpus="all")
+    excl = decide(plugins, gpus, snapshot=snap, gpus="all")
     assert codes(excl, 0) == ["leased"] and codes(excl, 1) == ["leased"]
     assert codes(excl, 2) == []  # this unit's own (previous) lease never blocks it
-    shared = decide(gpus, snapshot=snap, gpus="all", sharing="shared")
+    shared = decide(plugins, gpus, snapshot=snap, gpus="all", sharing="shared")
     assert codes(shared, 0) == ["leased"] and codes(shared, 1) == [] and chosen(shared) == [1, 2]
 
 
-def test_reservations_and_critical():
+def test_reservations_and_critical(plugins):
     """Reserved GPUs are kept for their units; a critical service may borrow one, ranked last."""
     pol = Policy(reservations={uuid(0): ("triton.service",)})
     gpus = [make_gpu(0), make_gpu(1, free=20)]
-    normal = decide(gpus, policy=pol, gpus="all")
+    normal = decide(plugins, gpus, policy=pol, gpus="all")
     assert codes(normal, 0) == ["reserved"] and chosen(normal) == [1]
-    owner = decide(gpus, policy=Policy(reservations=pol.reservations), unit="triton.service")
+    owner = decide(plugins, gpus, policy=Policy(reservations=pol.reservations), unit="triton.service")
     assert chosen(owner) == [0]  # better score, and it is theirs
-    critical = decide(gpus, policy=Policy(reservations=pol.reservations), klass="critical")
+    critical = decide(plugins, gpus, policy=Policy(reservations=pol.reservations), klass="critical")
     assert chosen(critical) == [1]  # unreserved first, although GPU 0 scores higher
-    critical2 = decide(gpus, policy=Policy(reservations=pol.reservations), klass="critical", gpus=2)
+    critical2 = decide(plugins, gpus, policy=Policy(reservations=pol.reservations), klass="critical", gpus=2)
     assert chosen(critical2) == [1, 0]
     assert any("usable because this service is critical" in n for n in critical2.verdicts[1].notes)
 
 
-def test_mig_instances():
+def test_mig_instances(plugins):
     parent = make_gpu(0, mig_enabled=True)
     mig = [Gpu(index=0, uuid=f"MIG-00000000-0000-4000-8000-00000000010{j}", name="1g.10gb",
                memory_total=10 * GiB, memory_free=10 * GiB, parent_uuid=uuid(0), mig_index=j) for j in range(2)]
-    d = decide([parent] + mig)
+    d = decide(plugins, [parent] + mig)
     assert codes(d, 0) == ["mig-parent"]
     assert d.chosen[0].uuid.startswith("MIG-")
     assert d.launch.env == {}  # prepare happens in allocation, not in plan()
-    two = decide([parent] + mig, gpus=2)
+    two = decide(plugins, [parent] + mig, gpus=2)
     assert not two.ok
     assert all("mig-multi" in [r.code for r in v.reasons] for v in two.verdicts if v.gpu.is_mig)
 
 
-def test_gpus_all_takes_every_acceptable_gpu():
-    d = decide([make_gpu(0), make_gpu(1, lost=True), make_gpu(2)], gpus="all")
+def test_gpus_all_takes_every_acceptable_gpu(plugins):
+    d = decide(plugins, [make_gpu(0), make_gpu(1, lost=True), make_gpu(2)], gpus="all")
     assert sorted(chosen(d)) == [0, 2]
 
 
-def test_unavailable_explains_and_cpu_fallback():
+def test_unavailable_explains_and_cpu_fallback(plugins):
     gpus = [make_gpu(0, free=1), make_gpu(1, temperature=99)]
-    d = decide(gpus, min_free_memory=8 * GiB)
+    d = decide(plugins, gpus, min_free_memory=8 * GiB)
     assert not d.ok and d.chosen == []
     assert "0 of 2 qualify" in d.summary and "memory" in d.summary and "too-hot" in d.summary
-    cpu = decide(gpus, min_free_memory=8 * GiB, on_unavailable="cpu")
+    cpu = decide(plugins, gpus, min_free_memory=8 * GiB, on_unavailable="cpu")
     assert cpu.ok and cpu.fallback == "cpu" and cpu.chosen == []
 
 
 # -- ranking and topology --------------------------------------------------------------------------
-def test_priority_ranks_before_score():
+def test_priority_ranks_before_score(plugins):
     gpus = [make_gpu(0, free=24), make_gpu(1, free=5)]
-    d = decide(gpus, snapshot=Snapshot(priorities={uuid(1): 0}))
+    d = decide(plugins, gpus, snapshot=Snapshot(priorities={uuid(1): 0}))
     assert chosen(d) == [1]  # the admin said so, whatever the score
-    unranked = decide(gpus)
+    unranked = decide(plugins, gpus)
     assert chosen(unranked) == [0]  # no priority: the better score wins
 
 
-def test_unranked_gpus_come_after_ranked_ones():
+def test_unranked_gpus_come_after_ranked_ones(plugins):
     gpus = [make_gpu(i) for i in range(4)]
-    d = decide(gpus, snapshot=Snapshot(priorities={uuid(3): 0, uuid(1): 1}), gpus=4)
+    d = decide(plugins, gpus, snapshot=Snapshot(priorities={uuid(3): 0, uuid(1): 1}), gpus=4)
     assert chosen(d)[:2] == [3, 1]
 
 
@@ -191,41 +166,41 @@ def nvlink(gpus, *pairs):
             g.nvlink_peers = frozenset()
 
 
-def test_prefer_nvlink_passes_over_better_ranked_unjoined_gpus():
+def test_prefer_nvlink_passes_over_better_ranked_unjoined_gpus(plugins):
     gpus = [make_gpu(i) for i in range(4)]
     nvlink(gpus, (2, 3))
     snap = Snapshot(priorities={uuid(0): 0, uuid(1): 1, uuid(2): 2, uuid(3): 3})
-    d = decide(gpus, snapshot=snap, gpus=2, topology="prefer-nvlink")
+    d = decide(plugins, gpus, snapshot=snap, gpus=2, topology="prefer-nvlink")
     assert chosen(d) == [2, 3]
     assert any("passed over GPU 0, GPU 1" in n for n in d.notes)
-    plain = decide(gpus, snapshot=snap, gpus=2, topology="any")
+    plain = decide(plugins, gpus, snapshot=snap, gpus=2, topology="any")
     assert chosen(plain) == [0, 1]
 
 
-def test_require_nvlink_fails_without_a_joined_set():
+def test_require_nvlink_fails_without_a_joined_set(plugins):
     gpus = [make_gpu(i) for i in range(3)]
     nvlink(gpus, (0, 1))
     snap = Snapshot(leases=[Lease("other.service", uuid(1))])
-    d = decide(gpus, snapshot=snap, gpus=2, topology="require-nvlink")
+    d = decide(plugins, gpus, snapshot=snap, gpus=2, topology="require-nvlink")
     assert not d.ok and "require-nvlink" in d.summary
-    prefer = decide(gpus, snapshot=snap, gpus=2, topology="prefer-nvlink")
+    prefer = decide(plugins, gpus, snapshot=snap, gpus=2, topology="prefer-nvlink")
     assert prefer.ok and sorted(chosen(prefer)) == [0, 2]
 
 
-def test_prefer_nvlink_falls_back_to_pcie_locality():
+def test_prefer_nvlink_falls_back_to_pcie_locality(plugins):
     gpus = [make_gpu(i) for i in range(4)]
     nvlink(gpus)
     for g in gpus:  # 0,1 far apart (SYSTEM); 2,3 under one PCIe switch
         g.topology = {o.uuid: (20 if {g.index, o.index} == {2, 3} else 50) for o in gpus if o is not g}
-    d = decide(gpus, gpus=2, topology="prefer-nvlink")
+    d = decide(plugins, gpus, gpus=2, topology="prefer-nvlink")
     assert chosen(d) == [2, 3]
     assert any("PCIe switch" in n for n in d.notes)
 
 
-def test_four_gpu_clique_on_an_eight_gpu_box():
+def test_four_gpu_clique_on_an_eight_gpu_box(plugins):
     gpus = [make_gpu(i) for i in range(8)]
     nvlink(gpus, *[(a, b) for a in (4, 5, 6, 7) for b in (4, 5, 6, 7) if a < b], (0, 1), (2, 3))
-    d = decide(gpus, gpus=4, topology="require-nvlink")
+    d = decide(plugins, gpus, gpus=4, topology="require-nvlink")
     assert sorted(chosen(d)) == [4, 5, 6, 7]
 
 
@@ -247,9 +222,9 @@ def test_parse_visible_like_cuda():
     assert parse_visible("-1", gpus)[0] == frozenset()
 
 
-def test_inherited_set_confines_the_choice():
+def test_inherited_set_confines_the_choice(plugins):
     gpus = [make_gpu(i) for i in range(4)]
-    d = decide(gpus, visible=frozenset({uuid(2)}))
+    d = decide(plugins, gpus, visible=frozenset({uuid(2)}))
     assert chosen(d) == [2]
     assert codes(d, 0) == ["not-visible"]
 
@@ -289,9 +264,9 @@ def scenarios(draw):
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
-def test_property_never_rejected_never_more_than_asked_inside_visible(case):
+def test_property_never_rejected_never_more_than_asked_inside_visible(plugins, case):
     gpus, snap, policy, visible, svc = case
-    d = decide(gpus, snapshot=snap, policy=policy, visible=visible, **svc)
+    d = decide(plugins, gpus, snapshot=snap, policy=policy, visible=visible, **svc)
     rejected = {v.gpu.uuid for v in d.verdicts if not v.accepted}
     accepted = [v for v in d.verdicts if v.accepted]
     picked = [g.uuid for g in d.chosen]
@@ -308,14 +283,14 @@ def test_property_never_rejected_never_more_than_asked_inside_visible(case):
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 8).flatmap(lambda n: st.tuples(st.permutations(list(range(n))), st.integers(1, n))))
-def test_property_follows_the_admin_order_exactly(case):
+def test_property_follows_the_admin_order_exactly(plugins, case):
     """With every GPU acceptable, the chosen GPUs are the first N of the admin's order, in that order
     (never sorted: unsloth#11029), and CUDA_VISIBLE_DEVICES lists them in that order too."""
     order, n = case
     gpus = [make_gpu(i, free=24 - i) for i in range(len(order))]  # scores disagree with the order
     snap = Snapshot(priorities={uuid(i): rank for rank, i in enumerate(order)})
     request = make_request(gpus, snapshot=snap, gpus=n)
-    d = plan(PLUGINS, request)
+    d = plan(plugins, request)
     assert chosen(d) == order[:n]
-    PLUGINS.prepare_launch(request, d, d.launch)
+    plugins.prepare_launch(request, d, d.launch)
     assert d.launch.env["CUDA_VISIBLE_DEVICES"] == ",".join(uuid(i) for i in order[:n])

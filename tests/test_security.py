@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .conftest import REPO
+from .helpers.instruments import REPO
 
 SHIPPED = [os.path.join(root, f) for top in ("cortex_hook", "plugins")
            for root, _, files in os.walk(os.path.join(REPO, top)) for f in files if f.endswith(".py")]

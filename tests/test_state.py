@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from cortex_hook.holders import Holder, boot_id, pid_start_time
 from cortex_hook.state import SCHEMA_VERSION, State
 
-from .conftest import assert_one_line_error, assert_state_intact, gpu_desc, uuid_of
+from .helpers.box import assert_one_line_error, assert_state_intact, gpu_desc, uuid_of
 
 A, B, C, D = uuid_of(0), uuid_of(1), uuid_of(2), uuid_of(3)
 

@@ -4,7 +4,7 @@ import pytest
 
 from cortex_hook.errors import UsageError
 from cortex_hook.quantities import format_duration, format_size, parse_duration, parse_fraction, parse_size
-from cortex_hook.unitname import normalize_unit
+from cortex_hook.systemd.unitname import normalize_unit
 
 
 @pytest.mark.parametrize("given, expected", [

@@ -25,14 +25,13 @@ def cortex_server_names():
 @hookimpl
 def cortex_validate_options(service):
     """Only `flags: theirs|ours`."""
-    return kit.check_keys(service.options, OPTIONS) if service.server == NAME else None
+    return kit.check_keys(service.options, OPTIONS)
 
 
 def tensor_split(request, gpus):
     """Free memory of each GPU in GiB (one decimal), in the chosen order; equal parts if unknown.
     Memory held by this unit's own previous processes counts as free, as when choosing."""
-    from cortex_hook.builtin.memory import free_for
-    free = [free_for(request, g) for g in gpus]
+    free = [kit.free_memory(request, g) for g in gpus]
     if any(f is None for f in free):
         return ",".join("1" for _ in gpus), "equal parts (free memory unknown)"
     return ",".join(f"{f / 2**30:.1f}".rstrip("0").rstrip(".") or "0" for f in free), \
@@ -42,8 +41,6 @@ def tensor_split(request, gpus):
 @hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """Tensor split and main GPU for several GPUs; the Vulkan device list."""
-    if not kit.for_server(request, NAME):
-        return
     gpus = decision.chosen
     whole = [g for g in gpus if not g.is_mig and g.cuda_index is not None]
     if whole:
@@ -58,8 +55,6 @@ def cortex_prepare_launch(request, decision, launch):
 @hookimpl
 def cortex_readiness_probe(request, launch):
     """GET /health on llama-server's --host/--port."""
-    if not kit.for_server(request, NAME):
-        return None
     from cortex_hook.probe import HttpProbe
     host, port = kit.probe_address(launch.argv, launch.env, ("--host",), ("--port",), "127.0.0.1", 8080,
                                    ("LLAMA_ARG_HOST",), ("LLAMA_ARG_PORT",))

@@ -3,6 +3,8 @@ UUIDs (what Ollama recommends; `-1` forces CPU), and OLLAMA_SCHED_SPREAD=1 when 
 given, so models spread over all of them. Ready on `GET /` 200 "Ollama is running" at
 OLLAMA_HOST (default 127.0.0.1:11434)."""
 
+import os
+
 from cortex_hook import hookimpl
 from cortex_hook import serverkit as kit
 
@@ -18,13 +20,13 @@ def cortex_server_names():
 @hookimpl
 def cortex_validate_options(service):
     """Only `flags`."""
-    return kit.check_keys(service.options, kit.COMMON_OPTIONS) if service.server == NAME else None
+    return kit.check_keys(service.options, kit.COMMON_OPTIONS)
 
 
 @hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """Spread over the GPUs given, if more than one."""
-    if kit.for_server(request, NAME) and len(decision.chosen) > 1:
+    if len(decision.chosen) > 1:
         launch.env["OLLAMA_SCHED_SPREAD"] = "1"
         launch.notes.append("OLLAMA_SCHED_SPREAD=1: spread models over the GPUs given")
 
@@ -32,8 +34,7 @@ def cortex_prepare_launch(request, decision, launch):
 def ollama_address(env):
     """OLLAMA_HOST read as Ollama's envconfig.Host() reads it: `[scheme://]host[:port][/path]`;
     the default port is 11434, or 80/443 when an http/https scheme is given without one."""
-    import ipaddress
-    import os
+    import ipaddress  # readiness only: not on the start path, where every plugin is imported
     value = (env.get("OLLAMA_HOST") or os.environ.get("OLLAMA_HOST") or "").strip()
     scheme, sep, hostport = value.partition("://")
     default_port = "11434"
@@ -73,8 +74,6 @@ def _split_host_port(hostport):
 @hookimpl
 def cortex_readiness_probe(request, launch):
     """GET / ("Ollama is running")."""
-    if not kit.for_server(request, NAME):
-        return None
     from cortex_hook.probe import HttpProbe
     host, port = ollama_address(launch.env)
     return HttpProbe(host, port, "/")

@@ -18,13 +18,13 @@ def cortex_server_names():
 @hookimpl
 def cortex_validate_options(service):
     """Only `flags`."""
-    return kit.check_keys(service.options, kit.COMMON_OPTIONS) if service.server == NAME else None
+    return kit.check_keys(service.options, kit.COMMON_OPTIONS)
 
 
 @hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """--tp-size for the chosen GPU count."""
-    if not kit.for_server(request, NAME) or not decision.chosen:
+    if not decision.chosen:
         return
     n = len(decision.chosen)
     dp = kit.parallel_size(launch.argv, "--dp-size", "--dp", "--data-parallel-size")
@@ -42,8 +42,6 @@ def cortex_prepare_launch(request, decision, launch):
 @hookimpl
 def cortex_readiness_probe(request, launch):
     """GET /health."""
-    if not kit.for_server(request, NAME):
-        return None
     from cortex_hook.probe import HttpProbe
     host, port = kit.probe_address(launch.argv, launch.env, ("--host",), ("--port",), "127.0.0.1", 30000)
     return HttpProbe(host, port, "/health")

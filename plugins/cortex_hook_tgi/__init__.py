@@ -17,13 +17,13 @@ def cortex_server_names():
 @hookimpl
 def cortex_validate_options(service):
     """Only `flags`."""
-    return kit.check_keys(service.options, kit.COMMON_OPTIONS) if service.server == NAME else None
+    return kit.check_keys(service.options, kit.COMMON_OPTIONS)
 
 
 @hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """--num-shard for the chosen GPU count."""
-    if kit.for_server(request, NAME) and decision.chosen:
+    if decision.chosen:
         kit.set_flag(request, launch, ("--num-shard",), len(decision.chosen), ("NUM_SHARD",),
                      kit.gpus_text(len(decision.chosen)))
 
@@ -31,8 +31,6 @@ def cortex_prepare_launch(request, decision, launch):
 @hookimpl
 def cortex_readiness_probe(request, launch):
     """GET /health."""
-    if not kit.for_server(request, NAME):
-        return None
     from cortex_hook.probe import HttpProbe
     host, port = kit.probe_address(launch.argv, launch.env, ("--hostname",), ("--port", "-p"), "127.0.0.1", 3000,
                                    ("HOSTNAME",), ("PORT",))

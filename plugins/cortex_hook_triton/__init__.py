@@ -9,6 +9,7 @@
 
 from cortex_hook import hookimpl
 from cortex_hook import serverkit as kit
+from cortex_hook.quantities import parse_size
 
 NAME = "triton"
 OPTIONS = dict(kit.COMMON_OPTIONS, cuda_memory_pool=kit.is_size)
@@ -24,16 +25,15 @@ def cortex_server_names():
 @hookimpl
 def cortex_validate_options(service):
     """flags, cuda_memory_pool."""
-    return kit.check_keys(service.options, OPTIONS) if service.server == NAME else None
+    return kit.check_keys(service.options, OPTIONS)
 
 
 @hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """One CUDA memory pool flag per visible GPU, if the policy asks for it."""
     pool = kit.option(request, "cuda_memory_pool")
-    if not kit.for_server(request, NAME) or pool is None or not decision.chosen or launch.argv is None:
+    if pool is None or not decision.chosen or launch.argv is None:
         return
-    from cortex_hook.quantities import parse_size
     size = parse_size(pool)
     wanted = [f"{i}:{size}" for i in range(len(decision.chosen))]
     if kit.has_flag(launch.argv, POOL_FLAG) and kit.option(request, "flags", "theirs") == "theirs":
@@ -68,8 +68,6 @@ def _first_line(reason, limit=200):
 @hookimpl
 def cortex_readiness_probe(request, launch):
     """GET /v2/health/ready; 400 fails the start with the failed models' names."""
-    if not kit.for_server(request, NAME):
-        return None
     from cortex_hook.probe import HttpProbe
     host, port = kit.probe_address(launch.argv, launch.env, ("--http-address",), ("--http-port",),
                                    "127.0.0.1", 8000)

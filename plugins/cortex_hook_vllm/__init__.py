@@ -25,14 +25,12 @@ def cortex_server_names():
 @hookimpl
 def cortex_validate_options(service):
     """flags, smoke_test, no_nvlink_env."""
-    return kit.check_keys(service.options, OPTIONS) if service.server == NAME else None
+    return kit.check_keys(service.options, OPTIONS)
 
 
 @hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """Indices instead of UUIDs, tensor parallel size, NVLink-less settings."""
-    if not kit.for_server(request, NAME):
-        return
     gpus = decision.chosen
     if not gpus:
         return
@@ -64,8 +62,6 @@ def cortex_prepare_launch(request, decision, launch):
 @hookimpl
 def cortex_readiness_probe(request, launch):
     """GET /health on vLLM's --host/--port (default 8000), plus the optional smoke test."""
-    if not kit.for_server(request, NAME):
-        return None
     from cortex_hook.probe import CompletionSmokeProbe, HttpProbe
     host, port = kit.probe_address(launch.argv, launch.env, ("--host",), ("--port",), "127.0.0.1", 8000)
     probe = HttpProbe(host, port, "/health")

@@ -15,13 +15,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import cortex_hook.cli  # noqa: E402
-# what `allocate`/`release` import lazily: load it now so every process leaves the gate warm
-import cortex_hook.allocation  # noqa: F401,E402
-import cortex_hook.envfile  # noqa: F401,E402
-import cortex_hook.explain  # noqa: F401,E402
-import cortex_hook.planner  # noqa: F401,E402
-import cortex_hook.plugins  # noqa: F401,E402
-import cortex_hook.policy  # noqa: F401,E402
+# the module of `allocate`/`release` (commands are imported when they run): load it now so every
+# process leaves the gate warm
+import cortex_hook.cli.startpath  # noqa: F401,E402
 import cortex_hook.state  # noqa: F401,E402
 
 

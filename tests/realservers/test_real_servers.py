@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from ..conftest import gpu_desc, uuid_of
-from ..test_wrappers import free_port, read_until
+from ..helpers.box import gpu_desc, uuid_of
+from ..helpers.processes import free_port, read_until
 
 pytestmark = pytest.mark.realserver
 
@@ -145,7 +145,7 @@ def test_triton_broken_model_fails_the_start_naming_it(nvml, e2e_cache):
 def test_llama_server_under_systemd(sandbox, nvml, e2e_cache):
     """The real llama-server as a supervised unit of the real systemd: start returns once it is
     ready, the main process is the wrapper, the server has the planned GPUs, stop releases."""
-    from ..sandbox import Host, host_root
+    from ..helpers.sandbox import Host, host_root
     with host_root(sandbox) as root:
         host = Host(sandbox, root, nvml.lib)
         host.setup("services:\n  - match: llama.service\n    server: llama.cpp\n")

@@ -1,0 +1,9 @@
+"""`supervise`, the wrapper in ExecStart= that stays, and tells systemd when the server is ready."""
+
+from ..supervisor import run_supervise
+from ..systemd.unitname import normalize_unit
+
+
+def supervise(ctx, args):
+    """Run and supervise the server."""
+    return run_supervise(ctx, normalize_unit(args.unit), list(args.server or []), args.argv0)

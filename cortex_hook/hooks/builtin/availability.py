@@ -1,0 +1,40 @@
+"""Built-in availability checks: drains, reservations, other units' leases, the inherited
+CUDA_VISIBLE_DEVICES, and the MIG rules (a MIG parent is not a device; a process uses one MIG
+instance)."""
+
+from ... import rules
+from ...model import Reason
+from ..markers import hookimpl
+
+
+@hookimpl
+def cortex_check_gpu(request, gpu):
+    """Reject a GPU that is drained, reserved for others, leased, outside the inherited set, or a
+    MIG device the service cannot use."""
+    reasons = []
+    svc = request.service
+    if rules.is_mig_parent(gpu):
+        reasons.append(Reason("mig-parent", "MIG mode is on: its MIG instances are the candidates"))
+    if gpu.is_mig and (svc.gpus == "all" or svc.gpus > 1):
+        reasons.append(Reason("mig-multi", "a process can use only one MIG instance; "
+                                           f"this service asks for {svc.gpus} GPUs"))
+    if gpu.uuid is None:
+        return reasons
+    drain = rules.drain_of(request.snapshot, gpu)
+    if drain:
+        reasons.append(Reason("drained", f"drained by the admin: {drain.reason}"))
+    others = rules.reserved_for_others(request.policy, request.unit, gpu)
+    if others and svc.klass != "critical":
+        reasons.append(Reason("reserved", f"reserved for {', '.join(others)}"))
+    for lease in request.snapshot.leases:
+        if lease.unit == request.unit or lease.uuid not in (gpu.uuid, gpu.parent_uuid):
+            continue
+        if lease.sharing == "exclusive":
+            reasons.append(Reason("leased", f"leased exclusively by {lease.unit}"))
+        elif svc.sharing == "exclusive":
+            reasons.append(Reason("leased", f"in use (shared) by {lease.unit}; this service needs it alone"))
+    if request.visible is not None and gpu.uuid not in request.visible \
+            and (gpu.parent_uuid is None or gpu.parent_uuid not in request.visible):
+        reasons.append(Reason("not-visible", "outside the inherited CUDA_VISIBLE_DEVICES="
+                                             f"{request.visible_text}"))
+    return reasons

@@ -1,0 +1,263 @@
+"""The admin's YAML policy -> `Policy`: the schema, checked key by key (policy/yamlnodes.py
+reads the values with their positions); unknown keys are refused with a did-you-mean.
+"""
+
+import os
+import re
+from fnmatch import fnmatchcase
+
+import yaml
+
+from ..errors import PolicyError
+from ..model import HealthPolicy, Policy, ScoringPolicy, ServicePolicy
+from ..quantities import parse_duration, parse_fraction, parse_size
+from ..rules import is_device_uuid
+from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
+
+MAX_POLICY_BYTES = 1 << 20
+
+SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
+                "topology", "class", "on_unavailable", "install", "readiness", "watchdog", "options")
+TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
+            "services", "history_limit", "isolate")
+HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
+               "volatile_uncorrectable_ecc")
+SCORING_KEYS = ("free_memory", "utilization", "temperature")
+CHOICES = {
+    "sharing": ("exclusive", "shared"),
+    "visible_devices": ("uuid", "index"),
+    "topology": ("any", "prefer-nvlink", "require-nvlink"),
+    "class": ("critical", "normal", "batch"),
+    "install": ("env", "exec", "supervise"),
+}
+_READINESS = re.compile(r"(http://[A-Za-z0-9._-]+:\d{1,5}(/[!-~]*)?|tcp://[A-Za-z0-9._-]+:\d{1,5})")
+_INSTALLABLE = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service|[A-Za-z0-9:_.\\-]+@\*\.service")
+_GLOB_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_.\\@*?[]!")
+_SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
+
+
+def read_policy(path):
+    """Read and parse the policy file at PATH (no ownership check, no memo: see policy/load.py)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_POLICY_BYTES + 1)
+    except FileNotFoundError:
+        raise PolicyError(path, 0, 0, None, "no such file (write one, or pass --policy FILE)") from None
+    except OSError as exc:
+        raise PolicyError(path, 0, 0, None, f"cannot read: {exc.strerror}") from None
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError(path, 0, 0, None, f"larger than {MAX_POLICY_BYTES} bytes; is this the policy?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError(path, line, 1, None, "not valid UTF-8") from None
+    return parse_policy(text, path)
+
+
+def parse_policy(text, path="<policy>"):
+    """Parse policy TEXT (named PATH in errors) into a Policy."""
+    return _PolicyReader(path).policy(compose(text, path))
+
+
+class _PolicyReader(NodeReader):
+    """Walks the composed policy, building the Policy."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.base_dir = os.path.dirname(os.path.abspath(path)) if not path.startswith("<") else os.getcwd()
+
+    def policy(self, root):
+        """The Policy in ROOT (the composed document)."""
+        if root is None:
+            self.fail(None, None, "empty policy; expected a mapping starting with `version: 1`")
+        pol = Policy(path=self.path)
+        items = self.mapping(root, "", TOP_KEYS, 0)
+        names = {name for name, _, _ in items}
+        if "version" not in names:
+            self.fail(root, "version", "missing; the first line of a policy is `version: 1`")
+        readers = {"version": self.version, "inventory": self.inventory,
+                   "discovery_timeout": self.discovery_timeout, "health": self.health,
+                   "scoring": self.scoring, "reservations": self.reservations, "services": self.services,
+                   "history_limit": self.history_limit, "isolate": self.isolate}
+        for name, knode, vnode in items:
+            readers[name](pol, vnode, name)
+        self._check_shadowed(pol.services, items)
+        return pol
+
+    def version(self, pol, node, key):
+        value = self.scalar(node, key, 1)
+        if value != 1 or isinstance(value, bool):
+            self.fail(node, key, f"this cortex-hook reads policy version 1, got {show(value)}")
+
+    def inventory(self, pol, node, key):
+        if isinstance(node, yaml.ScalarNode):
+            value = self.choice(node, key, 1, ("nvml",))
+            pol.inventory = value
+            return
+        items = self.mapping(node, key, ("simulated",), 1)
+        if not items:
+            self.fail(node, key, "expected `nvml` or `{simulated: FILE}`")
+        _, _, vnode = items[0]
+        file = self.string(vnode, f"{key}.simulated", 2, "a file name")
+        pol.inventory = "simulated"
+        pol.simulated_file = os.path.join(self.base_dir, file)
+
+    def discovery_timeout(self, pol, node, key):
+        pol.discovery_timeout = self.duration(node, key, 1)
+        if pol.discovery_timeout <= 0:
+            self.fail(node, key, "must be longer than 0s")
+
+    def isolate(self, pol, node, key):
+        pol.isolate = self.boolean(node, key, 1)
+
+    def history_limit(self, pol, node, key):
+        pol.history_limit = self.number(node, key, 1, minimum=1, integer=True)
+
+    def health(self, pol, node, key):
+        health = HealthPolicy()
+        for name, _, vnode in self.mapping(node, key, HEALTH_KEYS, 1):
+            path = f"{key}.{name}"
+            if name == "max_temperature":
+                value = self.scalar(vnode, path, 2)
+                if value is not None:
+                    value = self.number(vnode, path, 2, minimum=1, integer=True)
+                health.max_temperature = value
+            else:
+                setattr(health, name, self.boolean(vnode, path, 2))
+        pol.health = health
+
+    def scoring(self, pol, node, key):
+        scoring = ScoringPolicy()
+        for name, _, vnode in self.mapping(node, key, SCORING_KEYS, 1):
+            setattr(scoring, name, float(self.number(vnode, f"{key}.{name}", 2, minimum=0)))
+        pol.scoring = scoring
+
+    def reservations(self, pol, node, key):
+        for uuid, knode, vnode in self.mapping(node, key, None, 1):
+            path = f'{key}."{uuid}"'
+            if not is_device_uuid(uuid):
+                self.fail(knode, path, "reserve GPUs by UUID (GPU-… or MIG-…), since indices move; "
+                                       "`cortex-hook status` shows them")
+            if isinstance(vnode, yaml.SequenceNode):
+                globs = [self.glob(v, f"{path}[{i}]", 3) for i, v in enumerate(self.sequence(vnode, path, 2))]
+            else:
+                globs = [self.glob(vnode, path, 2)]
+            if not globs:
+                self.fail(vnode, path, "name at least one unit allowed on this GPU")
+            pol.reservations[uuid] = tuple(globs)
+
+    def glob(self, node, key, depth):
+        """A unit-name glob; without a suffix it means `.service`, as with systemctl."""
+        value = self.string(node, key, depth, "a unit name or glob such as vllm@*.service")
+        bad = sorted(set(value) - _GLOB_CHARS)
+        if not value or bad:
+            self.fail(node, key, "not a unit name or glob"
+                      + (f" (unit names cannot contain {', '.join(repr(c) for c in bad)})" if bad else ""))
+        if not value.endswith((".service", "*")):
+            value += ".service"
+        return value
+
+    def services(self, pol, node, key):
+        for i, snode in enumerate(self.sequence(node, key, 1)):
+            pol.services.append(self.service(snode, f"{key}[{i}]", i))
+
+    def service(self, node, key, position):
+        svc = ServicePolicy(match="", position=position, line=node.start_mark.line + 1)
+        items = self.mapping(node, key, SERVICE_KEYS, 2)
+        if "match" not in {name for name, _, _ in items}:
+            self.fail(node, f"{key}.match", "missing; every service names the units it applies to, "
+                                            'e.g. match: "vllm@*.service"')
+        for name, _, vnode in items:
+            path = f"{key}.{name}"
+            if name == "match":
+                svc.match = self.glob(vnode, path, 3)
+            elif name == "server":
+                value = self.string(vnode, path, 3, "a server plugin name such as vllm")
+                if not _SERVER_NAME.fullmatch(value):
+                    self.fail(vnode, path, f"not a plugin name: {value!r} (lower case letters, digits, . _ + -)")
+                svc.server = value
+            elif name == "gpus":
+                svc.gpus = self.gpu_count(vnode, path)
+            elif name == "min_free_memory":
+                svc.min_free_memory, svc.min_free_fraction = self.memory(vnode, path)
+            elif name == "on_unavailable":
+                svc.on_unavailable, svc.wait_seconds = self.on_unavailable(vnode, path)
+            elif name == "readiness":
+                svc.readiness = self.string(vnode, path, 3, "a URL such as http://127.0.0.1:8080/health")
+                if not _READINESS.fullmatch(svc.readiness):
+                    self.fail(vnode, path, "expected http://HOST:PORT/PATH or tcp://HOST:PORT, "
+                                           f"got {svc.readiness!r}")
+            elif name == "watchdog":
+                svc.watchdog_seconds = self.duration(vnode, path, 3)
+                if svc.watchdog_seconds < 1:
+                    self.fail(vnode, path, "must be at least 1s (systemd's WatchdogSec=)")
+            elif name == "install":
+                svc.install = self.choice(vnode, path, 3, CHOICES[name])
+            elif name == "options":  # the server plugin checks these (cortex_validate_options)
+                for key, knode, onode in self.mapping(vnode, path, None, 3):
+                    svc.options[key] = self.plain(onode, f"{path}.{key}", 4)
+                    svc.option_marks[key] = (knode.start_mark.line + 1, knode.start_mark.column + 1)
+            else:
+                value = self.choice(vnode, path, 3, CHOICES[name])
+                setattr(svc, "klass" if name == "class" else name, value)
+        if svc.install and not _INSTALLABLE.fullmatch(svc.match):
+            node_of = {n: v for n, _, v in items}
+            self.fail(node_of["install"], f"{key}.install",
+                      f"needs a unit name or NAME@*.service in match, not {svc.match!r} "
+                      "(the generator cannot list the units other globs would match)")
+        return svc
+
+    def gpu_count(self, node, key):
+        value = self.scalar(node, key, 3)
+        if value == "all":
+            return "all"
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+            self.fail(node, key, f"expected a count from 1 or `all`, got {show(value)}")
+        return value
+
+    def memory(self, node, key):
+        value = self.scalar(node, key, 3)
+        try:
+            if isinstance(value, str) and value.strip().endswith("%"):
+                return None, parse_fraction(value)
+            size = parse_size(value)
+        except (ValueError, OverflowError) as exc:
+            self.fail(node, key, f"{exc} (or a share of the GPU such as 90%)")
+        if size >= 1 << 60:
+            self.fail(node, key, f"{show(value)} is more memory than any GPU has")
+        return size, None
+
+    def on_unavailable(self, node, key):
+        value = self.scalar(node, key, 3)
+        text = value.strip() if isinstance(value, str) else None
+        if text in ("fail", "cpu"):
+            return text, 0.0
+        if text is not None and text.split(None, 1)[0] == "wait":
+            parts = text.split(None, 1)
+            if len(parts) < 2:
+                self.fail(node, key, "`wait` needs a duration, e.g. `wait 5m`")
+            try:
+                seconds = parse_duration(parts[1])
+            except (ValueError, OverflowError) as exc:
+                self.fail(node, key, str(exc))
+            if not 0 < seconds < MAX_SECONDS:
+                self.fail(node, key, "`wait` needs a duration longer than 0s and shorter than 30d")
+            return "wait", seconds
+        self.fail(node, key, f"expected `fail`, `cpu` or `wait DURATION` (e.g. wait 5m), got {show(value)}")
+
+    def _check_shadowed(self, services, items):
+        """A later literal `match` that an earlier glob already covers is dead: say so."""
+        nodes = {}
+        for name, _, vnode in items:
+            if name == "services":
+                nodes = {i: n for i, n in enumerate(vnode.value)}
+        for later in services:
+            if any(c in later.match for c in "*?["):
+                continue
+            for earlier in services[: later.position]:
+                if fnmatchcase(later.match, earlier.match):
+                    self.fail(nodes.get(later.position), f"services[{later.position}].match",
+                              f"{later.match!r} is already matched by services[{earlier.position}] "
+                              f"({earlier.match!r}, line {earlier.line}); the first match wins, "
+                              "so this entry would never be used")

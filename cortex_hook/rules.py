@@ -1,0 +1,194 @@
+"""The GPU facts every layer needs, answered in one place.
+
+Which GPUs are reserved, drained, faulty or outside an inherited CUDA_VISIBLE_DEVICES; how much
+memory is free for a unit; which CUDA index a GPU has; where the admin ranked it; how a person
+names a GPU. The built-in plugins (cortex_hook/hooks/builtin) are thin hook implementations over
+these functions, and `status`, the planner and the server plugins ask the same functions, so a
+GPU is never judged one way by `plan` and another by `status`.
+
+Pure: GPUs, policy and state snapshot in, answers out; nothing here reads a file or the driver.
+"""
+
+import re
+from fnmatch import fnmatchcase
+
+from .model import Reason
+
+DEVICE_UUID = re.compile(r"(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_PCI_BUS_ID = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.([0-7]))?")
+CPU_ONLY = "-1"  # CUDA_VISIBLE_DEVICES that hides every GPU (an empty value reads as "unset" to some tools)
+
+
+# -- naming a GPU --------------------------------------------------------------------------------
+def is_device_uuid(text):
+    """True for a whole GPU or MIG UUID as NVML gives it (`GPU-…`, `MIG-…`)."""
+    return bool(DEVICE_UUID.fullmatch(text))
+
+
+def normalize_pci(text):
+    """`18:00.0`, `0000:18:00.0` or `00000000:18:00.0` -> NVML's `00000000:18:00.0`; None if
+    TEXT is not a PCI bus id."""
+    m = _PCI_BUS_ID.fullmatch(str(text).strip())
+    if not m:
+        return None
+    dom, bus, dev, fn = m.groups()
+    return f"{int(dom or '0', 16):08X}:{int(bus, 16):02X}:{int(dev, 16):02X}.{fn or '0'}"
+
+
+def short_uuid(uuid):
+    """`GPU-11111111-2222-…-000000000002` -> `GPU-11111111…0002`, for tables and status lines."""
+    if not uuid:
+        return "?"
+    return uuid if len(uuid) <= 20 else f"{uuid[:12]}…{uuid[-4:]}"
+
+
+# -- the admin's word ----------------------------------------------------------------------------
+def priority_of(snapshot, gpu):
+    """The admin rank of GPU (a MIG instance without its own rank takes its parent's), or None."""
+    rank = snapshot.priorities.get(gpu.uuid)
+    if rank is None and gpu.parent_uuid:
+        rank = snapshot.priorities.get(gpu.parent_uuid)
+    return rank
+
+
+def drain_of(snapshot, gpu):
+    """The Drain on GPU (or its MIG parent), or None."""
+    return snapshot.drains.get(gpu.uuid) or (snapshot.drains.get(gpu.parent_uuid) if gpu.parent_uuid else None)
+
+
+def reserved_for(policy, gpu):
+    """The unit globs GPU (or, for a MIG instance, its parent) is reserved for, or None."""
+    return policy.reservations.get(gpu.uuid) or (
+        policy.reservations.get(gpu.parent_uuid) if gpu.parent_uuid else None)
+
+
+def reserved_for_others(policy, unit, gpu):
+    """The globs of a reservation on GPU that does not include UNIT, or None."""
+    globs = reserved_for(policy, gpu)
+    if globs and not any(fnmatchcase(unit, g) for g in globs):
+        return globs
+    return None
+
+
+def borrowed_reservation(request, gpu):
+    """The globs of another unit's reservation a critical service may borrow GPU from (it then
+    ranks after every unreserved GPU); None for an unreserved GPU or a service of another class."""
+    if request.service.klass != "critical":
+        return None
+    return reserved_for_others(request.policy, request.unit, gpu)
+
+
+# -- faults ------------------------------------------------------------------------------------
+def faults(health, gpu):
+    """Every Reason GPU is unfit for any service under the HEALTH thresholds (empty when healthy)."""
+    if gpu.lost:
+        return [Reason("lost", "lost: the driver answers GPU_IS_LOST")]
+    reasons = []
+    if gpu.uuid is None:
+        reasons.append(Reason("unidentified", "the driver did not give its UUID"))
+    if health.volatile_uncorrectable_ecc and gpu.ecc_volatile_uncorrected:
+        reasons.append(Reason("ecc", f"{gpu.ecc_volatile_uncorrected} volatile uncorrectable ECC "
+                                     "error(s) since the driver loaded"))
+    if health.retired_pages_pending and gpu.retired_pages_pending:
+        reasons.append(Reason("retired-pages", "page retirement pending (needs a GPU reset)"))
+    if health.remapped_rows_pending and gpu.remapped_rows_pending:
+        reasons.append(Reason("remapped-rows", "row remapping pending (needs a GPU reset)"))
+    if gpu.remapped_rows_failure:  # not switchable: the GPU needs service, pending or not
+        reasons.append(Reason("remap-failure", "row remapping failed (the GPU needs service)"))
+    limit = health.max_temperature
+    if limit is not None and gpu.temperature is not None and gpu.temperature > limit:
+        reasons.append(Reason("too-hot", f"too hot: {gpu.temperature}°C, limit {limit}°C"))
+    return reasons
+
+
+def is_mig_parent(gpu):
+    """True for a GPU in MIG mode: its MIG instances are the devices, not the GPU itself."""
+    return bool(gpu.mig_enabled and not gpu.is_mig)
+
+
+# -- memory --------------------------------------------------------------------------------------
+def free_for(request, gpu):
+    """Free memory on GPU for this request: the driver's free plus what this unit's own previous
+    processes hold (a restarting service does not compete with itself). None if unknown."""
+    if gpu.memory_free is None:
+        return None
+    own = 0
+    if request.own_pids and gpu.processes:
+        own = sum(p.used_memory or 0 for p in gpu.processes if p.pid in request.own_pids)
+    return gpu.memory_free + own
+
+
+def memory_needed(service, gpu):
+    """Bytes SERVICE needs free on GPU (None: unknown, because the GPU's size is unknown)."""
+    if service.min_free_fraction is not None:
+        if gpu.memory_total is None:
+            return None
+        return int(service.min_free_fraction * gpu.memory_total)
+    return service.min_free_memory or 0
+
+
+# -- CUDA's view ---------------------------------------------------------------------------------
+def assign_cuda_indices(gpus):
+    """Set `cuda_index` on every device: a whole GPU's position in PCI bus order (what CUDA uses
+    with CUDA_DEVICE_ORDER=PCI_BUS_ID); a MIG instance gets its parent's."""
+    whole = sorted((g for g in gpus if not g.is_mig), key=lambda g: ((g.pci_bus_id or "~").upper(), g.index))
+    by_uuid = {}
+    for i, gpu in enumerate(whole):
+        gpu.cuda_index = i
+        by_uuid[gpu.uuid] = i
+    for gpu in gpus:
+        if gpu.is_mig:
+            gpu.cuda_index = by_uuid.get(gpu.parent_uuid)
+
+
+def visible_entry(gpu, mode):
+    """How GPU is named in CUDA_VISIBLE_DEVICES: its UUID, or (MODE "index") its PCI-bus-ordered
+    index; a MIG instance always by UUID."""
+    if mode == "index" and not gpu.is_mig and gpu.cuda_index is not None:
+        return str(gpu.cuda_index)
+    return gpu.uuid
+
+
+def inherited_visible(unit, environ):
+    """The CUDA_VISIBLE_DEVICES an outer allocator set, or None.
+
+    A value that our own env file put there (a restart reads the previous start's env file
+    before the allocation runs) is not an outer restriction and is ignored.
+    """
+    text = environ.get("CUDA_VISIBLE_DEVICES")
+    if text is None or environ.get("CORTEX_HOOK_UNIT") == unit:
+        return None
+    return text
+
+
+def parse_visible(text, gpus, device_order=None):
+    """Read an inherited CUDA_VISIBLE_DEVICES as CUDA does: -> (allowed uuids, notes).
+
+    Entries are indices (in PCI bus order, which cortex-hook always sets), `GPU-`/`MIG-` UUIDs or
+    unique prefixes of them. As in CUDA, an entry that names nothing ends the list.
+    """
+    entries = [raw.strip() for raw in text.split(",")] if text.strip() else []
+    notes = []
+    if device_order not in (None, "PCI_BUS_ID") and any(_is_index(e) for e in entries):
+        notes.append(f"inherited CUDA_DEVICE_ORDER={device_order}: indices read in PCI bus order")
+    allowed = set()
+    by_cuda = {g.cuda_index: g for g in gpus if not g.is_mig and g.cuda_index is not None}
+    for entry in entries:
+        match = None
+        if _is_index(entry):
+            match = by_cuda.get(int(entry))
+        elif entry.startswith(("GPU-", "MIG-")):
+            found = [g for g in gpus if g.uuid and g.uuid.startswith(entry)]
+            match = found[0] if len(found) == 1 else None
+        if match is None:
+            notes.append(f"inherited CUDA_VISIBLE_DEVICES entry {entry!r} names no GPU; "
+                         "CUDA ignores it and every entry after it")
+            break
+        allowed.add(match.uuid)
+    return frozenset(allowed), notes
+
+
+def _is_index(entry):
+    """An integer as CUDA reads one (ASCII digits, an optional minus); `²` is a digit to
+    str.isdigit but not to int()."""
+    return re.fullmatch(r"-?[0-9]+", entry) is not None

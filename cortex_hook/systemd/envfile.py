@@ -1,0 +1,37 @@
+"""Env files in systemd's EnvironmentFile= syntax.
+
+Every value is double-quoted; inside, systemd (env-file.c) turns `\\"`, `\\\\`, `\\$` and `\\``
+back into the bare character and keeps a literal newline, so any valid UTF-8 string without
+NUL reaches the service byte for byte. Names must be valid shell variable names.
+"""
+
+import re
+
+from ..errors import UsageError
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
+
+
+def check_env(env):
+    """Raise UsageError for a name or value systemd would refuse or alter."""
+    for name, value in env.items():
+        if not _NAME.fullmatch(name):
+            raise UsageError(f"environment variable name {name!r} is not valid")
+        if not isinstance(value, str):
+            raise UsageError(f"environment variable {name}: value must be text, got {type(value).__name__}")
+        if "\0" in value:
+            raise UsageError(f"environment variable {name}: value contains a NUL byte")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"environment variable {name}: value is not valid UTF-8") from None
+
+
+def render_env(env, header=None):
+    """The text of an env file for ENV (an ordered mapping)."""
+    check_env(env)
+    # systemd < 254 continues a comment after a trailing backslash, swallowing the next variable
+    lines = [f"# {line.rstrip(chr(92))}" for line in (header or "").splitlines()]
+    lines += [f'{name}="{value.translate(_ESCAPE)}"' for name, value in env.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,39 @@
+"""One-line messages on stderr, with sd-daemon `<N>` level prefixes when stderr is the journal."""
+
+import os
+import sys
+
+from ..errors import one_line
+
+ERR, WARNING, NOTICE, INFO, DEBUG = 3, 4, 5, 6, 7
+
+_journal = None
+
+
+def stderr_is_journal():
+    """True when JOURNAL_STREAM names our stderr (systemd connected it to the journal)."""
+    global _journal
+    if _journal is None:
+        _journal = False
+        stream = os.environ.get("JOURNAL_STREAM", "")
+        dev, _, ino = stream.partition(":")
+        if dev.isdigit() and ino.isdigit():
+            try:
+                st = os.fstat(sys.stderr.fileno())
+                _journal = (st.st_dev, st.st_ino) == (int(dev), int(ino))
+            except (OSError, ValueError, AttributeError):
+                _journal = False
+    return _journal
+
+
+def log(level, message):
+    """Write MESSAGE (one line per line of text) to stderr at LEVEL."""
+    prefix = f"<{level}>" if stderr_is_journal() else ""
+    for line in str(message).splitlines() or [""]:
+        sys.stderr.write(f"{prefix}{line}\n")
+    sys.stderr.flush()
+
+
+def error(message):
+    """An error line: `cortex-hook: MESSAGE`, always exactly one line."""
+    log(ERR, f"cortex-hook: {one_line(message)}")
