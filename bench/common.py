@@ -4,7 +4,7 @@
   editable: the bytecode is compiled by pip the way a real install does) and nvitop's `nvisel` when
   it installs. It is refreshed when cortex_hook/, plugins/ or pyproject.toml change (a hash of them
   is stored in the venv).
-- `build_fake_nvml()`: the fake libnvidia-ml.so.1, built by tests/fakegpu.py as the tests build it.
+- `build_fake_nvml()`: the fake libnvidia-ml.so.1, built by tests/helpers/fakegpu.py as the tests build it.
 - `Box`: a throw-away host (policy with `inventory: nvml`, GPU JSON, state, runtime dir).
 - `run_interleaved()`: run every variant once per round, rotating the order each round, so load
   from other work on this shared machine hits every variant alike; wall time per run.
@@ -42,10 +42,10 @@ STANDIN = os.path.join(REPO, "tests", "helpers", "standin_server.py")
 
 
 def _load_fakegpu():
-    """tests/fakegpu.py (simulated GPUs, the fake driver's build), loaded by path: putting the
+    """tests/helpers/fakegpu.py (simulated GPUs, the fake driver's build), loaded by path: putting the
     checkout on sys.path could let a bench process import the checkout's cortex_hook."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("cortex_bench_fakegpu", os.path.join(REPO, "tests", "fakegpu.py"))
+    spec = importlib.util.spec_from_file_location("cortex_bench_fakegpu", os.path.join(REPO, "tests", "helpers", "fakegpu.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -252,7 +252,7 @@ FAKE_NVML_MAX_GPUS = 32  # fake_nvml.c's MAX_GPUS: a larger `count` or list is c
 
 
 def build_fake_nvml(outdir=None, max_gpus=None):
-    """Directory holding the fake libnvidia-ml.so.1 (tests/fakegpu.py's build, as the tests use).
+    """Directory holding the fake libnvidia-ml.so.1 (tests/helpers/fakegpu.py's build, as the tests use).
 
     MAX_GPUS above the shared source's limit (32) builds a copy with a larger table into
     bench/.cache/ (the source is otherwise unchanged)."""

@@ -142,13 +142,13 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
     rewrite. Raises UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait`
     runs out. ON_WAIT(decision, seconds_left) is called while waiting (status lines).
     """
+    rundir.prepare(ctx.runtime_dir)  # first: the policy and plugins may then leave their memos there
     policy, plugins = ctx.policy(), ctx.plugins()
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     holder = current_holder(unit, holder_pid)
     pids = own_pids(state.leases(unit), holder)
     detail = detail_for(svc, pids)
-    rundir.prepare(ctx.runtime_dir)
     deadline = None
     gpus, discovered_at, first = None, 0.0, True
     while True:

@@ -99,12 +99,14 @@ class HttpProbe:
 
     @property
     def label(self):
+        """The path it asks, for STATUS= lines."""
         return self.path
 
     def __repr__(self):
         return f"HttpProbe(http://{self.host}:{self.port}{self.path})"
 
     def check(self):
+        """GET the path once: READY, WAITING or FAILED with a short detail."""
         try:
             status, reason, body = http_request(self.host, self.port, "GET", self.path, timeout=self.timeout)
         except ConnectionRefusedError:
@@ -129,12 +131,14 @@ class TcpProbe:
 
     @property
     def label(self):
+        """The port it knocks on, for STATUS= lines."""
         return f"port {self.port}"
 
     def __repr__(self):
         return f"TcpProbe({self.host}:{self.port})"
 
     def check(self):
+        """Try to connect once: READY once the port accepts."""
         try:
             with socket.create_connection((self.host, self.port), timeout=self.timeout):
                 return ProbeResult(READY, "accepting connections")
@@ -165,12 +169,14 @@ class CompletionSmokeProbe:
 
     @property
     def label(self):
+        """What it is waiting for, for STATUS= lines."""
         return self.inner.label if self.passed else f"{self.inner.label} + one-token completion"
 
     def __repr__(self):
         return f"CompletionSmokeProbe({self.inner!r})"
 
     def check(self):
+        """The inner probe, then (once) a one-token completion."""
         result = self.inner.check()
         if result.state != READY or self.passed:
             return result

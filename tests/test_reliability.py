@@ -71,8 +71,9 @@ import pytest
 from .helpers.box import Box, assert_one_line_error, assert_state_intact, uuid_of
 from .helpers.envrules import parse_env_252
 from .helpers.instruments import REPO, require
-from .helpers.kill import (TMP_NAME, WAIT_S, Holder, KillHarness, env_problem, prepare_box, proc_start_time,
-                           read_env_text)
+from .helpers.kill import TMP_NAME, WAIT_S, KillHarness, env_problem, prepare_box, read_env_text
+from .helpers.processes import HolderProcess, proc_start_time
+
 
 KILLS = int(os.environ.get("CORTEX_HOOK_KILLS", "30"))
 MAX_ROUNDS = 80
@@ -250,7 +251,7 @@ def _unit_files(box):
 
 @pytest.fixture
 def holder():
-    h = Holder()
+    h = HolderProcess()
     yield h
     h.end()
 

@@ -108,6 +108,7 @@ class NodeReader:
         return result
 
     def sequence(self, node, key, depth):
+        """The items of a list node."""
         self._count(node, depth)
         if not isinstance(node, yaml.SequenceNode):
             self.fail(node, key, f"expected a list, got {_kind(node)}")
@@ -131,18 +132,21 @@ class NodeReader:
         return self.scalar(node, key, depth)
 
     def string(self, node, key, depth, what="a string"):
+        """A string (a quoted or plain YAML string, not a number or bool that looks like one)."""
         value = self.scalar(node, key, depth)
         if not isinstance(value, str) or node.tag != "tag:yaml.org,2002:str":
             self.fail(node, key, f"expected {what}, got {show(value)}")
         return value
 
     def boolean(self, node, key, depth):
+        """true or false."""
         value = self.scalar(node, key, depth)
         if not isinstance(value, bool):
             self.fail(node, key, f"expected true or false, got {show(value)}")
         return value
 
     def number(self, node, key, depth, minimum=None, integer=False, maximum=MAX_NUMBER):
+        """A number (INTEGER: an int) between MINIMUM and MAXIMUM."""
         value = self.scalar(node, key, depth)
         ok_types = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, ok_types) or value != value:
@@ -154,6 +158,7 @@ class NodeReader:
         return value
 
     def choice(self, node, key, depth, choices):
+        """One of CHOICES (a did-you-mean otherwise)."""
         value = self.scalar(node, key, depth)
         if not isinstance(value, str) or value not in choices:
             self.fail(node, key, f"expected one of {keys_list(choices)}, got {show(value)}"

@@ -137,6 +137,7 @@ def render(unit, mode, options, root="/", files=None, service=None):
 
 
 def dropin_path(root, unit, base="/etc/systemd/system"):
+    """Where cortex-hook writes UNIT's drop-in under ROOT."""
     return os.path.join(root, base.lstrip("/"), unit + ".d", DROPIN_NAME)
 
 

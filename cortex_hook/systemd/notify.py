@@ -42,12 +42,15 @@ class Notifier:
         self.send(*more, f"STATUS={line}")
 
     def ready(self, text):
+        """READY=1 with a last STATUS= line."""
         self.status(text, "READY=1")
 
     def watchdog(self):
+        """WATCHDOG=1: the server is still healthy."""
         self.send("WATCHDOG=1")
 
     def stopping(self, text):
+        """STOPPING=1 with a last STATUS= line."""
         self.status(text, "STOPPING=1")
 
 

@@ -88,6 +88,7 @@ class UnitFile:
         return cls(path, entries)
 
     def values(self, section, key):
+        """[(value, line)] of every SECTION KEY= line, in order."""
         return [(v, line) for s, k, v, line in self.entries if s == section and k == key]
 
 
@@ -140,6 +141,7 @@ class UnitFiles:
         return ([self.main] if self.main else []) + self.dropins
 
     def parsed(self):
+        """Every file that applies, parsed, in the order systemd applies them."""
         out = []
         for path in self.files():
             try:

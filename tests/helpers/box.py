@@ -1,8 +1,10 @@
 """A throw-away host for one test (policy, simulated GPUs, state, runtime dir in one temp
 directory, `cortex-hook` run against it), and the assertions every suite makes about results."""
 
+import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -85,3 +87,26 @@ def assert_one_line_error(stderr, *needles):
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+def fingerprint(path):
+    """(sha256, size) of a file: to show that a command left it untouched."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def query(path, sql, args=()):
+    """The rows of SQL run on the database at PATH, opened directly (not through cortex-hook)."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def gpus_box(box, n=3, policy="services:\n  - match: '*'\n", **kw):
+    """BOX with N simulated GPUs (each gpu_desc(i, **KW)) and POLICY's services."""
+    box.write_gpus([gpu_desc(i, **kw) for i in range(n)])
+    box.write_policy(policy)
+    return box

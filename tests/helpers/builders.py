@@ -6,6 +6,7 @@ from cortex_hook.rules import assign_cuda_indices
 
 from .fakegpu import uuid_of as uuid
 
+
 GiB = 2**30
 
 

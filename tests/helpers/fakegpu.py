@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 
+
 LIB_NAME = "libnvidia-ml.so.1"
 
 

@@ -11,10 +11,12 @@ return code of `cortex_hook.cli.main(ARGS)`.
 import os
 import sys
 
+
 # the checkout these tests belong to, not whatever cortex_hook happens to be installed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import cortex_hook.cli  # noqa: E402
+
 # the module of `allocate`/`release` (commands are imported when they run): load it now so every
 # process leaves the gate warm
 import cortex_hook.cli.startpath  # noqa: F401,E402

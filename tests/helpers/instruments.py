@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.environ.get("CORTEX_HOOK_SHARED") or os.path.join(os.path.dirname(REPO), "shared")
 FAKE_NVML_SRC = os.path.join(SHARED, "tools", "fake-nvml")

@@ -21,6 +21,7 @@ from cortex_hook.files.record import RECORD_VERSION
 from .box import gpu_desc
 from .envrules import parse_env_252
 from .instruments import REPO
+from .processes import HolderProcess
 
 
 GATED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gated_allocate.py")
@@ -52,38 +53,6 @@ WAIT_S = 120.0  # no single cortex-hook run may take longer than this (busy time
 # What a problem counts as in the summary (bench/stress.py)
 LOST = ("lost", "reaped-live", "partial")
 DUPLICATED = ("duplicate",)
-
-
-def proc_start_time(pid):
-    """Field 22 of /proc/PID/stat, or None when the process is gone (read here, not via cortex_hook)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        return int(data[data.rfind(b")") + 2:].split()[19])
-    except (IndexError, ValueError):
-        return None
-
-
-class Holder:
-    """A process whose life bounds the leases taken with `--holder-pid` (it reads stdin forever)."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                                     stdin=subprocess.PIPE)
-        self.pid = self.proc.pid
-        self.start = proc_start_time(self.pid)
-        assert self.start is not None
-
-    def alive(self):
-        return self.proc.returncode is None and proc_start_time(self.pid) == self.start
-
-    def end(self):
-        if self.proc.returncode is None:
-            self.proc.kill()
-            self.proc.wait()  # reaped: /proc/PID is gone, so its leases are dead
 
 
 class Op:
@@ -191,7 +160,7 @@ class KillHarness:
         self.mortal = self._holder()
 
     def _holder(self):
-        h = Holder()
+        h = HolderProcess()
         self.holders[h.pid] = h
         return h
 

@@ -1,7 +1,10 @@
-"""Talking to processes a test started: a free loopback port, and reading output until a line."""
+"""Processes a test starts: a free loopback port, reading output until a line, and a process that
+holds leases taken with --holder-pid."""
 
 import select
 import socket
+import subprocess
+import sys
 import time
 
 
@@ -26,3 +29,37 @@ def read_until(stream, needle, timeout=60.0):
         if needle in line:
             return seen
     raise AssertionError(f"{needle!r} not seen in:\n" + "\n".join(seen))
+
+
+def proc_start_time(pid):
+    """Field 22 of /proc/PID/stat, or None when the process is gone (read here, not via cortex_hook)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        return int(data[data.rfind(b")") + 2:].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+class HolderProcess:
+    """A process whose life bounds the leases taken with `--holder-pid` (it reads stdin forever)."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                     stdin=subprocess.PIPE)
+        self.pid = self.proc.pid
+        self.start = proc_start_time(self.pid)
+        assert self.start is not None
+
+    def alive(self):
+        """True while the process lives (and is the same process)."""
+        return self.proc.returncode is None and proc_start_time(self.pid) == self.start
+
+    def end(self):
+        """Kill and reap it: /proc/PID is gone, so its leases are dead."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.wait()  # reaped: /proc/PID is gone, so its leases are dead

@@ -10,6 +10,7 @@ from ..helpers.box import gpu_desc, uuid_of
 from ..helpers.instruments import REPO
 from ..helpers.sandbox import PORT, STANDIN, SUPERVISED, Host, gpu_env, host_root
 
+
 pytestmark = pytest.mark.systemd
 
 # -- the three modes ---------------------------------------------------------------------------

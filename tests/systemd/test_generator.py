@@ -14,8 +14,8 @@ import time
 import pytest
 
 from ..helpers.box import Box, uuid_of
-from ..helpers.sandbox import STANDIN
-from ..helpers.sandbox import PORT, gpu_env
+from ..helpers.sandbox import PORT, STANDIN, gpu_env
+
 
 systemd = pytest.mark.systemd
 GENERATOR_NAME = "cortex-hook-generator"

@@ -9,8 +9,8 @@ import sqlite3
 import pytest
 
 from ..helpers.box import gpu_desc, uuid_of
-from ..helpers.sandbox import PORT, gpu_env
-from ..helpers.sandbox import SUPERVISED
+from ..helpers.sandbox import PORT, SUPERVISED, gpu_env
+
 
 pytestmark = pytest.mark.systemd
 UNIT = "llm.service"

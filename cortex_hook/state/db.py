@@ -1,4 +1,5 @@
-"""The state database (SQLite, WAL): GPU priorities, drains, leases, decision history.
+"""The state database (SQLite, WAL): open it, and read and write GPU priorities, drains, leases,
+decision history.
 
 Everything is keyed by device UUID (indices move between boots). Writers take the lock with
 `BEGIN IMMEDIATE`, so an allocation re-reads leases and inserts its own in one transaction and
@@ -12,67 +13,13 @@ import stat
 import time
 from contextlib import contextmanager
 
-from .errors import StateError
-from .files.trust import check_trusted
-from .model import Drain, Lease, Snapshot
+from ..errors import StateError
+from ..files.trust import check_trusted
+from ..model import Drain, Lease, Snapshot
+from .jsonsql import json_sql
+from .schema import DEFAULT_HISTORY_LIMIT, MIGRATIONS, SCHEMA_VERSION, statements
 
 BUSY_TIMEOUT_S = 60.0
-
-_V1 = """
-CREATE TABLE priority (
-    uuid    TEXT PRIMARY KEY,
-    rank    INTEGER NOT NULL UNIQUE,
-    set_at  REAL NOT NULL
-);
-CREATE TABLE drain (
-    uuid    TEXT PRIMARY KEY,
-    reason  TEXT NOT NULL,
-    since   REAL NOT NULL
-);
-CREATE TABLE lease (
-    unit        TEXT NOT NULL,
-    uuid        TEXT NOT NULL,
-    sharing     TEXT NOT NULL CHECK (sharing IN ('exclusive', 'shared')),
-    pid         INTEGER,
-    pid_start   INTEGER,
-    boot_id     TEXT,
-    cgroup      TEXT,
-    invocation  TEXT,
-    since       REAL NOT NULL,
-    PRIMARY KEY (unit, uuid)
-);
-CREATE UNIQUE INDEX lease_one_exclusive ON lease (uuid) WHERE sharing = 'exclusive';
-CREATE TABLE history (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    at      REAL NOT NULL,
-    unit    TEXT NOT NULL,
-    action  TEXT NOT NULL,
-    gpus    TEXT NOT NULL,
-    detail  TEXT NOT NULL
-);
-CREATE TABLE gpu_seen (
-    uuid        TEXT PRIMARY KEY,
-    idx         INTEGER,
-    name        TEXT,
-    pci_bus_id  TEXT,
-    last_seen   REAL NOT NULL
-);
-"""
-
-# v2: settings the policy gives that commands without the policy still honour (release runs in
-# ExecStopPost= and must work even when the policy is broken): the history limit.
-_V2 = """
-CREATE TABLE setting (
-    key     TEXT PRIMARY KEY,
-    value   TEXT NOT NULL
-);
-"""
-
-# MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
-MIGRATIONS = (_V1, _V2)
-DEFAULT_HISTORY_LIMIT = 1000
-SCHEMA_VERSION = len(MIGRATIONS)
-
 
 class State:
     """An open state database. Use `State.open()`; close with `close()` or `with`."""
@@ -141,7 +88,7 @@ class State:
             with self.write():
                 version = c.execute("PRAGMA user_version").fetchone()[0]
                 for step in range(version, SCHEMA_VERSION):
-                    for statement in _statements(MIGRATIONS[step]):
+                    for statement in statements(MIGRATIONS[step]):
                         c.execute(statement)
                     c.execute(f"PRAGMA user_version = {step + 1}")
             os.chmod(self.path, 0o644)
@@ -367,10 +314,6 @@ class State:
                 self.conn.execute("SELECT uuid, idx, name, pci_bus_id, last_seen FROM gpu_seen")}
 
 
-def _statements(script):
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
 def _refuse_symlink(path):
     try:
         st = os.lstat(path)
@@ -394,23 +337,3 @@ def _explain_db_error(path, exc):
     if "locked" in text or "busy" in text:
         return f"state {path}: {text} (another cortex-hook held the lock for {BUSY_TIMEOUT_S:g}s)"
     return f"state {path}: {text}"
-
-
-def json_sql(value, params):
-    """An SQL expression with which SQLite writes VALUE (dicts, lists, str, numbers, bools, None)
-    as JSON text, appending the scalars it binds to PARAMS. SQLite's JSON functions escape as
-    json.dumps does, and the start path does not import json to write a history row."""
-    if isinstance(value, dict):
-        items = []
-        for key in sorted(value):
-            params.append(str(key))
-            items.append("?, " + json_sql(value[key], params))
-        return f"json_object({', '.join(items)})"
-    if isinstance(value, (list, tuple)):
-        return f"json_array({', '.join([json_sql(v, params) for v in value])})"
-    if isinstance(value, bool):
-        return "json('true')" if value else "json('false')"
-    if value is None:
-        return "NULL"
-    params.append(value)
-    return "?"

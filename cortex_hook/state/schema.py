@@ -1,0 +1,65 @@
+"""The state database's schema: append-only migrations, one per version.
+
+`PRAGMA user_version` holds the version a database is at; opening it runs the migrations it lacks
+(state/db.py) and refuses one from a newer cortex-hook.
+"""
+
+_V1 = """
+CREATE TABLE priority (
+    uuid    TEXT PRIMARY KEY,
+    rank    INTEGER NOT NULL UNIQUE,
+    set_at  REAL NOT NULL
+);
+CREATE TABLE drain (
+    uuid    TEXT PRIMARY KEY,
+    reason  TEXT NOT NULL,
+    since   REAL NOT NULL
+);
+CREATE TABLE lease (
+    unit        TEXT NOT NULL,
+    uuid        TEXT NOT NULL,
+    sharing     TEXT NOT NULL CHECK (sharing IN ('exclusive', 'shared')),
+    pid         INTEGER,
+    pid_start   INTEGER,
+    boot_id     TEXT,
+    cgroup      TEXT,
+    invocation  TEXT,
+    since       REAL NOT NULL,
+    PRIMARY KEY (unit, uuid)
+);
+CREATE UNIQUE INDEX lease_one_exclusive ON lease (uuid) WHERE sharing = 'exclusive';
+CREATE TABLE history (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      REAL NOT NULL,
+    unit    TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    gpus    TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE TABLE gpu_seen (
+    uuid        TEXT PRIMARY KEY,
+    idx         INTEGER,
+    name        TEXT,
+    pci_bus_id  TEXT,
+    last_seen   REAL NOT NULL
+);
+"""
+
+# v2: settings the policy gives that commands without the policy still honour (release runs in
+# ExecStopPost= and must work even when the policy is broken): the history limit.
+_V2 = """
+CREATE TABLE setting (
+    key     TEXT PRIMARY KEY,
+    value   TEXT NOT NULL
+);
+"""
+
+# MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
+MIGRATIONS = (_V1, _V2)
+DEFAULT_HISTORY_LIMIT = 1000
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script):
+    """The SQL statements of a migration script."""
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,300 @@
+"""The state database in-process (cortex_hook.state): a fresh database, the admin's priority order
+kept exactly, bounded history, migrations, the exclusive-lease index, the history detail SQLite
+writes as JSON, and the start path leaving its connection to the process exit."""
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cortex_hook.holders import Holder
+from cortex_hook.state import SCHEMA_VERSION, State
+
+from ..helpers.box import assert_one_line_error, assert_state_intact, gpu_desc, gpus_box, query, uuid_of
+from ..helpers.processes import HolderProcess
+
+
+A, B, C, D = uuid_of(0), uuid_of(1), uuid_of(2), uuid_of(3)
+
+
+# -- a fresh database ---------------------------------------------------------------------------
+def test_fresh_database_is_wal_current_schema_and_0644(tmp_path):
+    path = str(tmp_path / "var" / "state.db")
+    old = os.umask(0o077)  # a tight umask: the 0644 must come from cortex-hook, not from us
+    try:
+        State.open(path).close()
+    finally:
+        os.umask(old)
+    assert query(path, "PRAGMA journal_mode") == [("wal",)]
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert os.stat(path).st_mode & 0o7777 == 0o644
+    tables = {n for (n,) in query(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"priority", "drain", "lease", "history", "gpu_seen"} <= tables
+
+
+# -- priorities ---------------------------------------------------------------------------------
+def test_priority_order_is_kept_exactly_as_given(db):
+    db.set_priority_order([C, A, B])  # deliberately not sorted
+    assert [(u, r) for u, r, _ in db.priorities()] == [(C, 0), (A, 1), (B, 2)]
+    db.set_priority_order([B, C, A])  # replaces, does not merge
+    assert [u for u, _, _ in db.priorities()] == [B, C, A]
+    with pytest.raises(ValueError):
+        db.set_priority_order([A, A])
+    assert [u for u, _, _ in db.priorities()] == [B, C, A]
+
+
+def test_set_priority_moves_and_shifts(db):
+    db.set_priority_order([C, A, B])
+    db.set_priority(B, 0)
+    assert [(u, r) for u, r, _ in db.priorities()] == [(B, 0), (C, 1), (A, 2)]
+    db.set_priority(B, 99)  # past the end: last
+    assert [(u, r) for u, r, _ in db.priorities()] == [(C, 0), (A, 1), (B, 2)]
+    db.set_priority(D, 1)  # a GPU not ranked yet is inserted, the rest shift
+    assert [(u, r) for u, r, _ in db.priorities()] == [(C, 0), (D, 1), (A, 2), (B, 3)]
+
+
+def test_clearing_priorities_keeps_the_others_order(db):
+    db.set_priority_order([D, C, A, B])
+    db.clear_priorities({C})
+    assert [(u, r) for u, r, _ in db.priorities()] == [(D, 0), (A, 1), (B, 2)]
+    db.clear_priorities({D, B})
+    assert [(u, r) for u, r, _ in db.priorities()] == [(A, 0)]
+    db.set_priority_order([B, A])
+    db.clear_priorities()
+    assert db.priorities() == []
+
+
+def test_cli_priority_order_by_index_stores_uuids(box):
+    gpus_box(box, 4)
+    r = box.cli("priority", "order", "2", "0", "1")
+    assert r.returncode == 0, r.stderr
+    out = box.json("priority", "list")
+    assert [(p["rank"], p["uuid"], p["present"]) for p in out["priority"]] == \
+        [(0, C, True), (1, A, True), (2, B, True)]
+    assert out["unranked"] == [D]
+    assert query(box.state, "SELECT uuid, rank FROM priority ORDER BY rank") == [(C, 0), (A, 1), (B, 2)]
+    assert box.cli("priority", "set", "3", "1").returncode == 0
+    assert [p["uuid"] for p in box.json("priority", "list")["priority"]] == [C, D, A, B]
+    assert box.cli("priority", "clear", "0").returncode == 0
+    assert [(p["rank"], p["uuid"]) for p in box.json("priority", "list")["priority"]] == [(0, C), (1, D), (2, B)]
+    assert box.cli("priority", "clear").returncode == 0
+    out = box.json("priority", "list")
+    assert out["priority"] == [] and out["unranked"] == [A, B, C, D]
+
+
+def test_cli_priority_order_naming_a_gpu_twice_is_usage(box):
+    gpus_box(box, 3)
+    assert box.cli("priority", "order", "1", "0").returncode == 0
+    r = box.cli("priority", "order", "2", uuid_of(2))
+    assert r.returncode == 2
+    assert_one_line_error(r.stderr, "twice")
+    assert query(box.state, "SELECT uuid FROM priority ORDER BY rank") == [(B,), (A,)]
+
+
+def test_unranked_gpus_rank_after_every_ranked_gpu(box):
+    gpus_box(box, 3)
+    plain = box.json("plan", "x")
+    assert [v["index"] for v in plain["verdicts"]] == [0, 1, 2]  # equal GPUs: index breaks the tie
+    assert box.cli("priority", "order", "2", "1").returncode == 0
+    out = box.json("plan", "x")
+    assert out["gpus"] == [C]
+    assert [(v["index"], v["priority"]) for v in out["verdicts"]] == [(2, 0), (1, 1), (0, None)]
+    assert len({v["score"] for v in out["verdicts"]}) == 1  # equal scores: the ranks decided
+
+
+def test_unranked_gpu_loses_even_with_a_better_score(box):
+    box.write_gpus([gpu_desc(0, utilization_gpu=0), gpu_desc(1, utilization_gpu=80)])
+    box.write_policy("services:\n  - match: '*'\n")
+    assert box.json("plan", "x")["gpus"] == [A]
+    assert box.cli("priority", "set", "1", "0").returncode == 0
+    out = box.json("plan", "x")
+    assert out["gpus"] == [B]
+    by_index = {v["index"]: v for v in out["verdicts"]}
+    assert by_index[0]["score"] > by_index[1]["score"] and by_index[0]["priority"] is None
+
+
+def test_gpu_that_disappears_keeps_its_rank_and_shows_as_absent(box):
+    gpus_box(box, 3)
+    assert box.cli("priority", "order", "2", "0", "1").returncode == 0
+    box.write_gpus([gpu_desc(1), gpu_desc(2)])  # GPU 0 is gone (fell off the bus)
+    out = box.json("priority", "list")
+    assert [(p["rank"], p["uuid"], p["present"]) for p in out["priority"]] == \
+        [(0, C, True), (1, A, False), (2, B, True)]
+    assert out["priority"][1]["name"] == "NVIDIA L4"  # remembered from when it was seen
+    assert query(box.state, "SELECT uuid FROM priority ORDER BY rank") == [(C,), (A,), (B,)]
+    text = box.cli("priority", "list")
+    assert text.returncode == 0
+    assert any("absent" in line and A in line for line in text.stdout.splitlines())
+    rows = box.json("status")["gpus"]
+    absent = [r for r in rows if not r["present"]]
+    assert [(r["uuid"], r["priority"], r["label"]) for r in absent] == [(A, 1, "absent")]
+    assert sorted(r["uuid"] for r in rows if r["present"]) == [B, C]
+    status = box.cli("status")
+    assert status.returncode == 0
+    assert any(line.startswith("absent") and "not present" in line for line in status.stdout.splitlines())
+    assert box.json("plan", "x")["gpus"] == [C]
+
+
+# -- history ------------------------------------------------------------------------------------
+def test_state_history_keeps_only_the_last_limit_rows(db):
+    for i in range(20):
+        db.record(f"u{i}", "allocate", [A], {"i": i}, 5)
+    rows = db.history(limit=100)
+    assert [r["detail"]["i"] for r in rows] == [15, 16, 17, 18, 19]  # newest last
+    assert db.conn.execute("SELECT count(*) FROM history").fetchone() == (5,)
+
+
+def test_history_is_bounded_by_the_policy_limit(box):
+    gpus_box(box, 2, policy="history_limit: 5\nservices:\n  - match: '*'\n")
+    for i in range(20):
+        assert box.cli("allocate", f"c{i}").returncode == 0
+        assert box.cli("release", f"c{i}").returncode == 0
+    rows = box.json("history", "-n", "1000")["history"]
+    assert len(rows) <= 5, [(r["id"], r["action"], r["unit"]) for r in rows]
+    assert query(box.state, "SELECT count(*) FROM history")[0][0] <= 5
+    ids = [r["id"] for r in rows]
+    assert ids == sorted(ids)
+    assert (rows[-1]["action"], rows[-1]["unit"]) == ("release", "c19.service")  # newest last
+    assert (rows[-2]["action"], rows[-2]["unit"]) == ("allocate", "c19.service")
+
+
+def test_reaping_by_hand_respects_the_policy_history_limit(box):
+    gpus_box(box, 4, policy="history_limit: 3\nservices:\n  - match: '*'\n")
+    holders = [HolderProcess() for _ in range(3)]
+    try:
+        for i, h in enumerate(holders):
+            assert box.cli("allocate", f"h{i}", "--holder-pid", str(h.pid)).returncode == 0
+    finally:
+        for h in holders:
+            h.end()
+    assert len(box.json("leases", "--reap")["reaped"]) == 3
+    rows = box.json("history", "-n", "1000")["history"]
+    assert len(rows) <= 3, [(r["action"], r["unit"]) for r in rows]
+    assert [r["action"] for r in rows] == ["reap"] * len(rows)
+
+
+def test_history_json_newest_last_and_per_unit(box):
+    gpus_box(box, 2)
+    for unit in ("a", "b", "a"):
+        assert box.cli("allocate", unit).returncode == 0
+    assert box.cli("release", "a").returncode == 0
+    rows = box.json("history")["history"]
+    assert [(r["action"], r["unit"]) for r in rows] == [
+        ("allocate", "a.service"), ("allocate", "b.service"), ("allocate", "a.service"), ("release", "a.service")]
+    assert [r["action"] for r in box.json("history", "a")["history"]] == ["allocate", "allocate", "release"]
+    assert [r["unit"] for r in box.json("history", "-n", "2")["history"]] == ["a.service", "a.service"]
+
+
+# -- migrations ---------------------------------------------------------------------------------
+def test_empty_database_at_version_0_is_migrated(tmp_path):
+    path = str(tmp_path / "state.db")
+    open(path, "wb").close()  # an empty file is an SQLite database with user_version 0
+    assert query(path, "PRAGMA user_version") == [(0,)]
+    with State.open(path) as state:
+        state.set_priority_order([B, A])
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert query(path, "PRAGMA journal_mode") == [("wal",)]
+    assert query(path, "SELECT uuid FROM priority ORDER BY rank") == [(B,), (A,)]
+
+
+def test_version_0_database_is_not_migrated_by_a_read_only_command(box):
+    gpus_box(box, 1)
+    os.makedirs(os.path.dirname(box.state))
+    open(box.state, "wb").close()
+    r = box.cli("history")
+    assert r.returncode == 74
+    assert_one_line_error(r.stderr, "schema version 0", "migrate")
+    assert os.path.getsize(box.state) == 0
+
+
+def test_current_database_is_not_migrated_again(tmp_path):
+    path = str(tmp_path / "state.db")
+    with State.open(path) as state:
+        state.set_priority_order([C, A])
+        state.drain(B, "kept")
+        state.add_leases("u.service", [A], "exclusive", Holder(pid=None, pid_start=None, boot_id=None))
+        state.record("u.service", "allocate", [A], {"n": 1}, 100)
+    schema = query(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+    with State.open(path) as state:  # opened again: nothing to migrate, everything survives
+        assert [u for u, _, _ in state.priorities()] == [C, A]
+        assert list(state.snapshot().drains) == [B]
+        assert [(l.unit, l.uuid) for l in state.leases()] == [("u.service", A)]
+        assert [h["detail"] for h in state.history()] == [{"n": 1}]
+    assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert query(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == schema
+
+
+def test_exclusive_index_refuses_a_second_exclusive_lease(db):
+    """The schema itself keeps two exclusive leases off one GPU, whatever a planner decides."""
+    nobody = Holder(pid=None, pid_start=None, boot_id=None)
+    db.add_leases("a.service", [A], "exclusive", nobody)
+    with pytest.raises(sqlite3.IntegrityError):
+        db.add_leases("b.service", [A], "exclusive", nobody)
+    db.add_leases("c.service", [A], "shared", nobody)  # the index does not cover shared leases
+    assert [(l.unit, l.sharing) for l in db.leases()] == [("a.service", "exclusive"), ("c.service", "shared")]
+
+
+# -- history detail: SQLite writes the JSON -----------------------------------------------------
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))  # UTF-8 can hold it
+_DETAIL = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-2**63, max_value=2**63 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_TEXT, _DETAIL, max_size=5))
+def test_history_detail_round_trips_through_sqlites_json(detail):
+    """What `record` stores through json_sql reads back (json.loads) as exactly what was given."""
+    import json
+
+    from cortex_hook.state.jsonsql import json_sql
+    conn = sqlite3.connect(":memory:")
+    params = []
+    text = conn.execute("SELECT " + json_sql(detail, params), params).fetchone()[0]
+    assert json.loads(text) == detail
+
+
+def test_history_rows_read_back_with_their_detail(tmp_path):
+    with State.open(str(tmp_path / "s.db"), check_owner=False) as state:
+        state.record("a.service", "allocate", [A], {"summary": 'it "works"\n', "env": {"X": "1"}, "fallback": None})
+        state.record("a.service", "release", [A], {})
+        rows = state.history()
+    assert [(r["action"], r["detail"]) for r in rows] == [
+        ("allocate", {"summary": 'it "works"\n', "env": {"X": "1"}, "fallback": None}), ("release", {})]
+
+
+# -- the start path leaves its connection to the process exit -----------------------------------
+def test_start_path_leaves_the_wal_for_the_next_command_to_checkpoint(box):
+    """`allocate`/`release` end with os._exit and do not checkpoint: their commits stay in the WAL,
+    which every reader sees; the next ordinary command that closes last checkpoints it away."""
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    wal = box.state + "-wal"
+    assert box.cli("allocate", "a").returncode == 0
+    assert os.path.getsize(wal) > 0
+    conn = sqlite3.connect(f"file:{box.state}?mode=ro", uri=True)
+    try:
+        assert conn.execute("SELECT unit, uuid FROM lease").fetchall() == [("a.service", uuid_of(0))]
+    finally:
+        conn.close()
+    assert box.json("leases")["leases"][0]["unit"] == "a.service"
+    assert not os.path.exists(wal)  # `leases` closed last: checkpointed and removed
+    assert box.cli("release", "a").returncode == 0
+    assert os.path.getsize(wal) > 0 and box.json("leases")["leases"] == []
+    assert_state_intact(box.state)
+
+
+def test_in_process_main_closes_its_connection(box):
+    """Only the console script (cli.run) leaves the connection open; main() called in a process
+    that goes on (a test, a tool) closes it as every other command does."""
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    code = "import sys\nfrom cortex_hook.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    r = subprocess.run([sys.executable, "-c", code, "allocate", "a"], env=box.env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(box.state + "-wal")  # closed: checkpointed and removed
+    assert box.json("leases")["leases"][0]["unit"] == "a.service"  # and committed
