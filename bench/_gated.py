@@ -22,7 +22,7 @@ def main(argv):
     args = argv[4:]
     if mode == "warm":
         import cortex_hook.cli  # noqa: F401
-        for name in ("cli.startpath", "state", "policy.parse"):  # what allocate imports when it runs
+        for name in ("cli.allocate", "cli.release", "state", "policy.parse"):  # what allocate imports
             __import__(f"cortex_hook.{name}")
         # the storm's runtime dir starts empty, as /run after a boot: no parsed policy and no hook
         # plan yet, so every process parses the policy and asks pluggy

@@ -3,7 +3,7 @@
 `plan_unit` is the dry run; `allocate` is the real thing. Both build the same Request and call the
 same pure planner. `allocate` asks the driver outside the lock (it can be slow), then re-reads the
 leases, plans, inserts its leases and writes the env file inside one BEGIN IMMEDIATE transaction.
-`release` undoes all of it and needs no policy (it runs in ExecStopPost=, even with a broken one).
+release.py undoes it.
 """
 
 import os
@@ -228,15 +228,3 @@ def _refuse_env_file_clash(unit, snapshot):
         if lease.unit != unit and rundir.env_file_name(lease.unit) == mine:
             raise UsageError(f"{unit} and {lease.unit} would read the same env file {mine} (systemd reads "
                              "EnvironmentFile= as a glob, where a backslash escapes); rename one of them")
-
-
-def release(unit, state, runtime_dir):
-    """Give back UNIT's GPUs and remove its runtime files; idempotent. Returns the UUIDs released.
-
-    Needs no policy (it runs in ExecStopPost=, even when the policy is broken)."""
-    uuids = state.release(unit)
-    record = records.read_record(runtime_dir, unit)
-    records.clear_start(runtime_dir, unit)
-    if record and record.get("isolated"):
-        isolation.lift(unit)
-    return uuids

@@ -8,13 +8,14 @@ plugins at most once per command, from their memos when those are current. On th
 state to leave its connection to the exit instead of checkpointing on close (state.py).
 
 This is where the start path's speed is held: the parsed policy (policy/load.py) and pluggy's
-call plan (hooks/callplan.py) come from the memo dir instead of PyYAML and pluggy.
+call plan (hooks/callplan.py) come from the memo dir instead of PyYAML and pluggy, and what a
+command does not use is never imported: `release` (the stop path) needs neither the policy nor the
+plugins, and the wrappers never open the state.
 """
 
 import os
 
 from .files import rundir
-from .hooks.manager import load_plugins
 from .policy.load import load_policy, policy_path
 
 DEFAULT_STATE = "/var/lib/cortex-hook/state.db"
@@ -61,6 +62,7 @@ class Context:
     def plugins(self):
         """The plugins, through their recorded call plan when it matches."""
         if self._plugins is None:
+            from .hooks.manager import load_plugins  # not for `release`, the stop path
             self._plugins = load_plugins(cache_dir=self.memo_dir)
         return self._plugins
 
@@ -69,9 +71,7 @@ class Context:
 
         On the fast-exit path the State is kept here after `close()`, so its connection lives
         until the process ends (state.State.close)."""
-        # not at the top: the wrappers reuse allocate's record and never open the state, and a
-        # long-running supervisor has no use for sqlite3
-        from .state import State
+        from .state import State  # sqlite3: never in a long-running supervisor that reuses a record
         state = State.open(self.state_path, create=create, transient=self.fast_exit)
         if self.fast_exit:
             self._kept.append(state)

@@ -11,7 +11,7 @@ import select
 import signal
 import subprocess
 
-from .allocation import release
+from .release import release
 from .errors import CortexError
 from .launch import describe_gpus, prepare, server_command
 from .probe import FAILED, READY, ProbeResult

@@ -8,7 +8,7 @@ import importlib
 
 COMMANDS = {
     "status": "views", "plan": "views", "leases": "views", "history": "views",
-    "allocate": "startpath", "release": "startpath",
+    "allocate": "allocate", "release": "release",
     "priority": "admin", "drain": "admin", "undrain": "admin",
     "validate": "config", "plugins": "config",
     "install": "install", "uninstall": "install", "install-generator": "install", "generate": "install",

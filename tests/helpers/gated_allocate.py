@@ -19,7 +19,8 @@ import cortex_hook.cli  # noqa: E402
 
 # the module of `allocate`/`release` (commands are imported when they run): load it now so every
 # process leaves the gate warm
-import cortex_hook.cli.startpath  # noqa: F401,E402
+import cortex_hook.cli.allocate  # noqa: F401,E402
+import cortex_hook.cli.release  # noqa: F401,E402
 import cortex_hook.state  # noqa: F401,E402
 
 

@@ -1,12 +1,10 @@
-"""`allocate` and `release`: what ExecStartPre=+ and ExecStopPost=+ run at every start and stop
-of every server (keep this module's imports to what these two need: see tests/test_startpath.py)."""
+"""`allocate`: what ExecStartPre=+ runs at every start of every server (its imports are the start
+path's: tests/cli/test_startpath.py lists them)."""
 
 import os
 
 from ..allocation import allocate as allocate_gpus
-from ..allocation import release as release_gpus
 from ..errors import UnavailableError
-from ..files.record import clear_start
 from ..systemd.unitname import normalize_unit
 from .render import decision_json, print_json, render_decision
 
@@ -39,16 +37,3 @@ def _show(args, decision, show_env=True):
         print_json(decision_json(decision))
     else:
         print(render_decision(decision, show_env=show_env), flush=True)
-
-
-def release(ctx, args):
-    """Give back a unit's GPUs and remove its runtime files (idempotent)."""
-    unit = normalize_unit(args.unit)
-    if not os.path.exists(ctx.state_path):  # nothing was ever allocated: create nothing
-        clear_start(ctx.runtime_dir, unit)
-        print(f"{unit}: held no GPU")
-        return 0
-    with ctx.open_state() as state:
-        uuids = release_gpus(unit, state, ctx.runtime_dir)
-    print(f"{unit}: released {', '.join(uuids)}" if uuids else f"{unit}: held no GPU")
-    return 0
