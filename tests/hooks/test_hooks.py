@@ -129,6 +129,61 @@ def test_a_fault_a_plugin_finds_rejects_the_gpu_in_plan_and_shows_in_status(box,
     assert health == {0: ["burn-in"], 1: []}
 
 
+UNGUARDED_SERVER = '''
+from cortex_hook import hookimpl
+from cortex_hook.probe import TcpProbe
+
+
+@hookimpl
+def cortex_server_names():
+    return ["sitesrv"]
+
+
+@hookimpl(tryfirst=True)
+def cortex_prepare_launch(request, decision, launch):  # no `if service.server == ...` guard
+    launch.env["SITESRV"] = "1"
+
+
+@hookimpl(tryfirst=True)
+def cortex_readiness_probe(request, launch):
+    return TcpProbe("127.0.0.1", 1)
+
+
+@hookimpl
+def cortex_validate_options(service):
+    return [(k, "sitesrv takes no options") for k in service.options]
+'''
+
+
+def test_a_server_plugin_is_asked_about_its_own_services_only(box, tmp_path):
+    """Its server hooks, unguarded, run for `server: sitesrv` and never for a vLLM service."""
+    from cortex_hook.hooks.manager import load_plugins
+    from cortex_hook.model import Launch, ServicePolicy
+
+    from ..helpers.builders import make_gpu, make_request
+
+    site = install_plugin(tmp_path, UNGUARDED_SERVER, name="sitesrv")
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: 'v*'\n    server: vllm\n    options: {smoke_test: true}\n"
+                     "  - match: 's*'\n    server: sitesrv\n")
+    env = box.env(PYTHONPATH=site)
+    assert "SITESRV" not in box.json("plan", "vllm-a", env=env)["env"]
+    assert box.json("plan", "site-a", env=env)["env"]["SITESRV"] == "1"
+    assert box.cli("validate", env=env).returncode == 0  # vLLM's options were not shown to sitesrv
+    import sys
+    sys.path.insert(0, site)
+    try:
+        plugins = load_plugins()
+        for server, ours in (("vllm", False), ("sitesrv", True)):
+            request = make_request([make_gpu(0)], server=server)
+            probe = plugins.readiness_probe(request, Launch(argv=["x"]))
+            assert (getattr(probe, "port", None) == 1) is ours, server
+        assert plugins.validate_options(ServicePolicy(match="*", server="vllm", options={"smoke_test": True})) == []
+    finally:
+        sys.path.remove(site)
+        sys.modules.pop("site_plugin", None)
+
+
 def test_plugins_can_be_blocked_by_name(box, tmp_path):
     site = install_plugin(tmp_path, THIRD_PARTY)
     box.write_gpus([gpu_desc(0, name="NVIDIA T4", temperature=99)])

@@ -76,7 +76,6 @@ def test_plugins_leave_other_servers_alone(plugins, server, argv):
                                "CORTEX_GPU_INDICES", "CORTEX_HOOK_UNIT"}
 
 
-# -- parallel groups, flag spellings, failure reasons ---------------------------------------------
 @pytest.mark.parametrize("server, argv, n, expected_tail, note", [
     ("vllm", ["vllm", "serve", "m", "-dp", "2"], 4, ["--tensor-parallel-size", "2"], "data parallel 2"),
     ("vllm", ["vllm", "serve", "m", "--data_parallel_size=2", "-pp", "2"], 4, ["--tensor-parallel-size", "1"],
