@@ -11,26 +11,6 @@ import pytest
 from cortex_hook.errors import OutputError
 from cortex_hook.files.atomic import write_atomic
 
-from ..helpers.envrules import EnvParseError, env_as_systemd_reads
-
-
-def test_reference_parser_follows_the_rules():
-    """The parser itself, on hand-written systemd syntax (so it is not just our renderer's mirror)."""
-    text = (b'# comment "with quotes\n; another\n\n'
-            b'A="x\\"y\\\\z\\`w\\$v"\n'
-            b'B="keep \\n and \\q"\n'
-            b'C="one\\\ntwo"\n'
-            b'D="real\nnewline"\n'
-            b"E='single $x \\ \"'\n"
-            b'F=  plain value   \n'
-            b'G=cont\\\ninued\n'
-            b'H=\n')
-    assert env_as_systemd_reads(text.decode("utf-8")) == {
-        "A": 'x"y\\z`w$v', "B": "keep \\n and \\q", "C": "onetwo", "D": "real\nnewline",
-        "E": 'single $x \\ "', "F": "plain value", "G": "continued", "H": ""}
-    with pytest.raises(EnvParseError):
-        env_as_systemd_reads(b'A="open\n'.decode("utf-8"))
-
 
 # -- write_atomic -------------------------------------------------------------------------------
 def test_write_atomic_writes_0644_and_leaves_no_temp_file(tmp_path):
