@@ -129,3 +129,17 @@ def test_commands_registry_parser_and_functions_agree():
     assert sorted(subparsers.choices) == sorted(COMMANDS)
     for name in COMMANDS:
         assert callable(find(name)), name
+
+
+def test_package_data_names_files_that_exist():
+    """A non-editable install (`make demo`) ships only what pyproject's package-data names."""
+    import glob
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        data = tomllib.load(f)["tool"]["setuptools"]["package-data"]
+    for package, patterns in data.items():
+        directory = os.path.join(REPO, *package.split("."))
+        assert os.path.isfile(os.path.join(directory, "__init__.py")), package
+        for pattern in patterns:
+            assert glob.glob(os.path.join(directory, pattern)), (package, pattern)
