@@ -13,7 +13,7 @@ from . import rules
 from .errors import DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean
 from .files import record as records
 from .files import rundir
-from .holders import cgroup_pids, current_holder, lease_alive
+from .holders import cgroup_pids, current_holder, invocation_of, lease_alive
 from .model import Launch, Request
 from .planner import plan
 from .quantities import format_duration
@@ -21,6 +21,7 @@ from .systemd import isolation
 
 WAIT_POLL_S = 0.25
 WAIT_REDISCOVER_S = 15.0
+RELEASE_GRACE_S = 10.0  # how long a start that would fail waits for a stopped unit's release
 
 
 def service_for(policy, unit):
@@ -149,7 +150,7 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
     holder = current_holder(unit, holder_pid)
     pids = own_pids(state.leases(unit), holder)
     detail = detail_for(svc, pids)
-    deadline = None
+    deadline = grace = None
     gpus, discovered_at, first = None, 0.0, True
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
@@ -160,9 +161,13 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
         if decision.ok:
             plugins.decision_made(request, decision)
             return decision, request
-        if svc.on_unavailable != "wait":
-            raise UnavailableError(decision.summary, decision)
         now = time.monotonic()
+        if svc.on_unavailable != "wait":
+            if grace is None and _releasing(request.snapshot.leases):
+                grace = now + RELEASE_GRACE_S
+            if grace is not None and now < grace and _wait_for_change(state, grace):
+                continue  # a stopped unit gave its GPUs back: plan again
+            raise UnavailableError(decision.summary, decision)
         deadline = deadline or now + svc.wait_seconds
         if now >= deadline:
             raise TimeoutExpired(f"gave up after waiting {format_duration(svc.wait_seconds)}: {decision.summary}")
@@ -198,16 +203,24 @@ def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv, 
         state.remember_gpus(gpus)
         state.record(unit, "allocate", decision.uuids,
                      dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)
-        isolated = bool(policy.isolate and holder.cgroup and decision.chosen)
-        if policy.isolate and not holder.cgroup:
+        under_systemd = bool(holder.cgroup or holder.unit)
+        isolated = bool(policy.isolate and under_systemd)  # a CPU fallback is locked out of every GPU
+        if policy.isolate and not under_systemd:
             decision.notes.append("isolate: not applied (not running inside the unit under systemd)")
         # an OutputError here rolls the lease back with the transaction
         records.write_start(ctx.runtime_dir, decision, holder, isolated)
         if isolated:
             isolation.apply(unit, decision.chosen)
-            decision.notes.append("isolate: the unit's device cgroup allows only " +
-                                  ", ".join(e.split()[0] for e in isolation.allow_list(decision.chosen)))
+            allowed = [e.split()[0] for e in isolation.allow_list(decision.chosen)]
+            decision.notes.append("isolate: the unit's device cgroup allows only " + ", ".join(allowed)
+                                  if allowed else "isolate: the unit's device cgroup allows no NVIDIA device")
     return decision, request
+
+
+def _releasing(leases):
+    """Leases whose unit has stopped while its lease unit has not yet given them back: `systemctl
+    stop UNIT` returns once UNIT is down, and its lease unit's release runs just after."""
+    return [l for l in leases if l.holder_unit and invocation_of(l.unit) is None and lease_alive(l)]
 
 
 def _wait_for_change(state, until):

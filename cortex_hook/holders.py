@@ -1,16 +1,21 @@
 """Who holds a lease, and whether that holder still exists.
 
-Under systemd the holder is the unit's cgroup: it exists from the first ExecStartPre until the
-unit is fully stopped, whatever process is running at the moment. Elsewhere the holder is a pid
-plus that pid's start time (so a reused pid is not mistaken for the old one). Both carry the boot
-id: nothing from a previous boot is alive.
+Under systemd a unit's GPUs are taken by its lease unit, `cortex-hook-lease@UNIT.service`
+(systemd/leaseunit.py): that unit stays active, with no process, from the allocation until UNIT
+has stopped, so the holder is the lease unit's invocation id, alive while systemd lists that
+invocation as active (`/run/systemd/units/invocation:NAME`). Drop-ins of earlier versions
+allocated inside UNIT itself, whose cgroup then held the lease. Outside systemd the holder is a
+pid plus that pid's start time (so a reused pid is not mistaken for the old one). All of them
+carry the boot id: nothing from a previous boot is alive.
 """
 
 import os
 
 from .model import Record
+from .systemd.leaseunit import lease_unit_of
 
 _CGROUP_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup")
+UNITS_DIR = "/run/systemd/units"  # systemd's `invocation:NAME` links, one per active unit
 
 
 class Holder(Record):
@@ -21,6 +26,7 @@ class Holder(Record):
     boot_id: str | None
     cgroup: str | None = None
     invocation: str | None = None
+    unit: str | None = None  # the systemd unit that holds it (the lease unit)
 
 
 _boot_id = None
@@ -53,37 +59,56 @@ def pid_start_time(pid):
         return None
 
 
-def unit_cgroup_dir(unit, pid="self"):
-    """The cgroup directory of UNIT if process PID runs inside it (as ExecStartPre= does)."""
+def own_cgroup():
+    """The path of the systemd unit cgroup this process runs in (`/system.slice/x.service`), or None."""
     try:
-        with open(f"/proc/{pid}/cgroup") as f:
+        with open("/proc/self/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
     for line in lines:
         _, _, rest = line.partition(":")  # hierarchy-ID:controllers:path
         controllers, _, path = rest.partition(":")
-        if controllers not in ("", "name=systemd"):
-            continue
-        if path.endswith("/.control"):  # Delegate=yes units run ExecStartPre= in .control
-            path = path[: -len("/.control")]
-        if path.rsplit("/", 1)[-1] != unit:
-            continue
-        for root in _CGROUP_ROOTS:
-            candidate = root + path
-            if os.path.isdir(candidate):
-                return candidate
+        if controllers in ("", "name=systemd"):
+            return path[: -len("/.control")] if path.endswith("/.control") else path  # Delegate=yes
     return None
+
+
+def cgroup_dir(path):
+    """The directory of cgroup PATH in the first hierarchy that has it, or None."""
+    for root in _CGROUP_ROOTS:
+        candidate = root + path
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def invocation_of(unit):
+    """The invocation id systemd lists for UNIT while it is active, or None."""
+    try:
+        return os.readlink(os.path.join(UNITS_DIR, "invocation:" + unit))
+    except OSError:
+        return None
+
+
+def in_lease_unit(unit):
+    """True when this process runs in UNIT's lease unit (its allocate or release)."""
+    path = own_cgroup()
+    return bool(path) and path.rsplit("/", 1)[-1] == lease_unit_of(unit)
 
 
 def current_holder(unit, holder_pid=None):
     """The holder for a lease taken now for UNIT.
 
-    Inside the unit's own cgroup (ExecStartPre=, or the wrapper as main process) the cgroup
-    holds the lease; otherwise HOLDER_PID (default: our parent, i.e. the shell or script that
-    asked) does.
-    """
-    cgroup = unit_cgroup_dir(unit)
+    In UNIT's lease unit (what the drop-ins run), that unit's invocation; inside UNIT's own
+    cgroup (drop-ins of earlier versions, or the wrapper as main process), the cgroup; otherwise
+    HOLDER_PID (default: our parent, i.e. the shell or script that asked)."""
+    path = own_cgroup()
+    name = path.rsplit("/", 1)[-1] if path else None
+    if name is not None and name == lease_unit_of(unit):
+        return Holder(pid=os.getpid(), pid_start=pid_start_time(os.getpid()), boot_id=boot_id(),
+                      invocation=os.environ.get("INVOCATION_ID"), unit=name)
+    cgroup = cgroup_dir(path) if name == unit else None
     pid = holder_pid if holder_pid is not None else (os.getpid() if cgroup else os.getppid())
     return Holder(pid=pid, pid_start=pid_start_time(pid), boot_id=boot_id(), cgroup=cgroup,
                   invocation=os.environ.get("INVOCATION_ID") if cgroup else None)
@@ -94,6 +119,8 @@ def lease_alive(lease):
     now_boot = boot_id()
     if lease.boot_id and now_boot and lease.boot_id != now_boot:
         return False
+    if lease.holder_unit:
+        return lease.invocation is not None and invocation_of(lease.holder_unit) == lease.invocation
     if lease.cgroup:
         return os.path.isdir(lease.cgroup)
     if lease.pid is None:

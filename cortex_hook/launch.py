@@ -1,9 +1,9 @@
 """What a wrapper in ExecStart= (`exec`, `supervise`) runs: this start's decision, the server's
 environment and argv shaped by the plugins, and for `exec` the server itself in its place.
 
-The decision is the record `ExecStartPre=+cortex-hook allocate` wrote for this same invocation
-(no driver call, no state write; works as the unit's User=), or, outside systemd, a fresh
-allocation held by the wrapper's own pid.
+The decision is the record the unit's lease unit wrote for this start (no driver call, no state
+write; works as the unit's User=), or, outside systemd, a fresh allocation held by the wrapper's
+own pid.
 """
 
 import os
@@ -13,14 +13,15 @@ import sys
 from .allocation import allocate, check_server, service_for
 from .errors import UsageError
 from .files import record as records
-from .holders import boot_id
+from .holders import boot_id, invocation_of
 from .model import Launch, Request, Snapshot
 from .rules import short_uuid
+from .systemd.leaseunit import lease_unit_of
 
 
 class Prepared:
     """Everything a wrapper needs: request, decision, launch (env + argv), plugins; REUSED when
-    the decision came from allocate's record (the lease is ExecStartPre's, not the wrapper's)."""
+    the decision came from allocate's record (the lease is the lease unit's, not the wrapper's)."""
 
     def __init__(self, plugins, request, decision, launch, reused):
         self.plugins, self.request, self.decision, self.launch = plugins, request, decision, launch
@@ -31,11 +32,10 @@ def prepare(ctx, unit, argv, environ, on_wait=None):
     """Reuse this start's lease (or allocate one) and let the plugins shape env and argv."""
     if not argv:
         raise UsageError("no server command given after --")
-    policy, plugins = ctx.policy(), ctx.plugins()  # ExecStartPre's parse and call plan, if unchanged
+    policy, plugins = ctx.policy(), ctx.plugins()  # the lease unit's parse and call plan, if unchanged
     check_server(plugins, policy, service_for(policy, unit))
     record = records.read_record(ctx.runtime_dir, unit)
-    invocation = environ.get("INVOCATION_ID")
-    if record and invocation and record.get("invocation") == invocation and record.get("boot_id") == boot_id():
+    if record and _this_start(record, unit, environ):
         decision = record["decision"]
         request = Request(unit=unit, service=decision.service, policy=policy, snapshot=Snapshot(),
                           gpus=decision.chosen)
@@ -47,6 +47,16 @@ def prepare(ctx, unit, argv, environ, on_wait=None):
         decision, request = allocate(ctx, unit, state, environ, holder_pid=os.getpid(), argv=argv,
                                      on_wait=on_wait)
     return Prepared(plugins, request, decision, decision.launch, reused=False)
+
+
+def _this_start(record, unit, environ):
+    """RECORD is the decision for this start of UNIT: made in this boot by UNIT's lease unit as it
+    is active now, or (drop-ins of earlier versions) in UNIT itself, by this invocation's
+    ExecStartPre."""
+    made_by = record.get("invocation")
+    if not made_by or record.get("boot_id") != boot_id():
+        return False
+    return made_by in (invocation_of(lease_unit_of(unit)), environ.get("INVOCATION_ID"))
 
 
 def describe_gpus(decision):

@@ -254,7 +254,8 @@ class Policy(Record):
 
 
 class Lease(Record):
-    """A GPU given to a unit. The holder is a cgroup (under systemd) or a pid + its start time."""
+    """A GPU given to a unit. The holder is a systemd unit's invocation (the unit's lease unit), a
+    cgroup (drop-ins of earlier versions), or a pid + its start time (outside systemd)."""
 
     unit: str
     uuid: str
@@ -265,6 +266,7 @@ class Lease(Record):
     cgroup: str | None = None
     invocation: str | None = None
     since: float = 0.0
+    holder_unit: str | None = None
 
 
 class Drain(Record):

@@ -76,6 +76,13 @@ def parse_duration(text):
     return total
 
 
+def systemd_timespan(seconds):
+    """SECONDS as a systemd time span, exactly (`90s`, `1036800s`, `1500000us`): never a rounded
+    float such as `1.0368e+06s`, which systemd refuses."""
+    usec = round(seconds * 1_000_000)
+    return f"{usec // 1_000_000}s" if usec % 1_000_000 == 0 else f"{usec}us"
+
+
 def format_size(n):
     """Bytes -> a short human string in binary units (`79.1 GiB`); `?` when unknown."""
     if n is None:

@@ -1,7 +1,7 @@
 """The end of one start of one unit: its leases, its runtime files and its device lockdown go.
 
-It needs no policy and no plugins: it runs in ExecStopPost=, after every way a unit can end, even
-with a broken policy, and on the stop path of every server.
+It needs no policy and no plugins: the unit's lease unit runs it (ExecStopPost=) after every way
+the unit can end, even with a broken policy, on the stop path of every server.
 """
 
 from .files import record as records
@@ -10,7 +10,7 @@ from .files import record as records
 def release(unit, state, runtime_dir):
     """Give back UNIT's GPUs and remove its runtime files; idempotent. Returns the UUIDs released.
 
-    Needs no policy (it runs in ExecStopPost=, even when the policy is broken)."""
+    Needs no policy (it runs when a unit stops, even when the policy is broken)."""
     uuids = state.release(unit)
     record = records.read_record(runtime_dir, unit)
     records.clear_start(runtime_dir, unit)

@@ -3,7 +3,8 @@
 STATUS= says what it is doing (allocating, starting, waiting for the health endpoint, ready);
 READY=1 goes out only once the server's own readiness probe passes, WATCHDOG=1 only while it
 keeps passing. Signals are passed on once; the exit code is 0 when systemd stopped it, else the
-server's. A lease the wrapper took itself (no ExecStartPre) is given back on the way out.
+server's. A lease the wrapper took itself (no lease unit: outside systemd) is given back on the way
+out.
 """
 
 import os
@@ -76,7 +77,7 @@ class Supervisor:
                 return 0
             return self._run_child(p, probe, where, program, final, env)
         finally:
-            if not p.reused:  # we took the lease ourselves (no ExecStartPre): give it back
+            if not p.reused:  # we took the lease ourselves (no lease unit): give it back
                 self._release()
 
     def _release(self):

@@ -1,35 +1,58 @@
-"""`allocate`: what ExecStartPre=+ runs at every start of every server (its imports are the start
-path's: tests/cli/test_startpath.py lists them)."""
+"""`allocate`: what a unit's lease unit runs before every start of every server (its imports are
+the start path's: tests/cli/test_startpath.py lists them)."""
 
 import os
 
 from ..allocation import allocate as allocate_gpus
-from ..errors import UnavailableError
+from ..errors import CortexError, UnavailableError
+from ..holders import in_lease_unit
+from ..systemd.journal import ERR, NOTICE, tell_unit
 from ..systemd.unitname import normalize_unit
 from .render import decision_json, print_json, render_decision
+
+INHERITED = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")  # what an outer allocator sets for a unit
 
 
 def allocate(ctx, args):
     """Lease GPUs for one unit and write its env file; the explanation goes to stdout."""
     unit = normalize_unit(args.unit)
-    notifier = None
+    lease_unit = in_lease_unit(unit)
+    environ = _unit_environ(unit) if lease_unit else os.environ
+    notifier = []  # made on first use: only a start that waits, or a lease unit, talks to systemd
+
+    def notify():
+        if not notifier:
+            from ..systemd.notify import Notifier  # sdnotify
+            notifier.append(Notifier())  # STATUS= in `systemctl status cortex-hook-lease@UNIT.service`
+        return notifier[0]
 
     def waiting(decision, left):
-        nonlocal notifier
-        if notifier is None:
-            from ..systemd.notify import Notifier  # sdnotify: only a start that waits talks to systemd
-            notifier = Notifier()  # under Type=notify this shows in `systemctl status`
-        notifier.status(f"waiting for a GPU ({left:.0f}s left): {decision.summary}")
+        notify().status(f"waiting for a GPU ({left:.0f}s left): {decision.summary}")
 
-    with ctx.open_state() as state:
-        try:
-            decision, _ = allocate_gpus(ctx, unit, state, os.environ, holder_pid=args.holder_pid, on_wait=waiting)
-        except UnavailableError as exc:
-            if exc.decision is not None:  # the explanation on stdout; stderr gets the one-line error
-                _show(args, exc.decision, show_env=False)
-            raise
+    try:
+        with ctx.open_state() as state:
+            decision, _ = allocate_gpus(ctx, unit, state, environ, holder_pid=args.holder_pid, on_wait=waiting)
+    except CortexError as exc:
+        if isinstance(exc, UnavailableError) and exc.decision is not None:
+            _show(args, exc.decision, show_env=False)  # the explanation on stdout, the error on stderr
+        if lease_unit:  # why UNIT did not start, in UNIT's journal (its status only says "dependency")
+            tell_unit(unit, ERR, f"{unit} not started: {exc}")
+        raise
     _show(args, decision)
+    if lease_unit:  # Type=notify: the lease unit is active once it holds the lease
+        tell_unit(unit, NOTICE, decision.summary)
+        notify().ready(decision.summary)
     return 0
+
+
+def _unit_environ(unit):
+    """The environment an outer allocator gave UNIT (its own Environment= CUDA variables, over the
+    service manager's, which the lease unit runs with): the lease unit does not run in UNIT."""
+    from ..systemd.unitfile import UnitFiles  # (only in the lease unit, never outside systemd)
+    environ = dict(os.environ)
+    own = UnitFiles(unit).environment()
+    environ.update({name: own[name] for name in INHERITED if name in own})
+    return environ
 
 
 def _show(args, decision, show_env=True):

@@ -6,7 +6,7 @@ few words. Anything else, --help included, goes to argparse (cli/parser.py); a t
 two readings equal.
 """
 
-START_PATH_COMMANDS = ("allocate", "release")  # what ExecStartPre=+ and ExecStopPost=+ run
+START_PATH_COMMANDS = ("allocate", "release")  # what every unit's lease unit runs
 GLOBAL_OPTIONS = {"--policy": "policy", "--state": "state", "--runtime-dir": "runtime_dir"}
 
 

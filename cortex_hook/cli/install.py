@@ -8,7 +8,10 @@ from ..errors import CortexError
 from ..files.atomic import write_atomic
 from ..policy.load import load_policy
 from ..systemd import generator
-from ..systemd.dropin import Options, install as install_dropin, uninstall as uninstall_dropin, validate_target
+from ..systemd.dropin import install as install_dropin
+from ..systemd.dropin import uninstall as uninstall_dropin
+from ..systemd.dropin import validate_target
+from ..systemd.program import Options
 
 
 def _options(ctx, args):

@@ -1,4 +1,4 @@
-"""`release`: what ExecStopPost=+ runs at every stop of every server, however it ended (its imports
+"""`release`: what a unit's lease unit runs at every stop of every server, however it ended (its imports
 are the stop path's: tests/cli/test_startpath.py lists them)."""
 
 import os

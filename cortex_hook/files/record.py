@@ -2,7 +2,7 @@
 reads, and the decision record the wrapper reuses.
 
 `UNIT.env` is what `EnvironmentFile=-/run/cortex-hook/%n.env` reads. `UNIT.record` holds the
-decision of `ExecStartPre=+cortex-hook allocate` for this start (its invocation id and boot id,
+decision the unit's lease unit made for this start (its invocation id and boot id,
 the decision as plain data), so that `cortex-hook exec|supervise` in ExecStart= of the same start,
 possibly running as the unit's User=, reuses it without asking the driver or writing the state.
 It is marshal data (files/memo.py), read only from a file root (or the reader) owns: the start
@@ -12,11 +12,12 @@ path does not import json for it. `leases`, `history` and `plan` show the same f
 import time
 
 from ..model import Decision
-from ..systemd.envfile import render_env
+from ..systemd.envfile import assignment, render_env
 from . import memo
 from .atomic import remove_quietly, write_atomic
 from .rundir import env_file_path, record_name, record_path
 
+UNIT_VARIABLE = "CORTEX_HOOK_UNIT"  # every env file names the unit it was written for
 RECORD_VERSION = 3  # 1 was JSON in UNIT.json; 2 held chosen GPUs by hand
 
 
@@ -50,9 +51,25 @@ def read_record(directory, unit):
 
 
 def clear_start(directory, unit):
-    """Remove UNIT's env file and decision record (idempotent); True if either existed."""
-    removed = remove_quietly(env_file_path(directory, unit))
+    """Remove UNIT's env file and decision record (idempotent); True if either existed.
+
+    An env file written for another unit is left alone: two unit names that differ only in
+    backslashes share one env file name (rundir.env_file_name), and one's release must not take
+    the other's GPU variables away."""
+    path = env_file_path(directory, unit)
+    removed = _written_for(path, unit) and remove_quietly(path)
     return remove_quietly(record_path(directory, unit)) or removed
+
+
+def _written_for(path, unit):
+    """False only when the env file at PATH says it was written for a unit other than UNIT."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 16).decode("utf-8", "replace")
+    except OSError:
+        return True
+    ours = [line for line in text.splitlines() if line.startswith(UNIT_VARIABLE + "=")]
+    return not ours or ours[-1] == assignment(UNIT_VARIABLE, unit)
 
 
 def _key(unit):

@@ -14,7 +14,6 @@ from ..quantities import parse_duration, parse_fraction, parse_size
 from ..rules import is_device_uuid
 from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
 
-MAX_POLICY_BYTES = 1 << 20
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
                 "topology", "class", "on_unavailable", "install", "readiness", "watchdog", "options")
@@ -36,17 +35,8 @@ _GLOB_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 _SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
 
 
-def read_policy(path):
-    """Read and parse the policy file at PATH (no ownership check, no memo: see policy/load.py)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_POLICY_BYTES + 1)
-    except FileNotFoundError:
-        raise PolicyError(path, 0, 0, None, "no such file (write one, or pass --policy FILE)") from None
-    except OSError as exc:
-        raise PolicyError(path, 0, 0, None, f"cannot read: {exc.strerror}") from None
-    if len(data) > MAX_POLICY_BYTES:
-        raise PolicyError(path, 0, 0, None, f"larger than {MAX_POLICY_BYTES} bytes; is this the policy?")
+def parse_policy_file(data, path):
+    """Parse DATA, the bytes of the policy file PATH (policy/load.py reads them)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -215,7 +215,7 @@ class State:
     # -- leases ---------------------------------------------------------------------------------
     def leases(self, unit=None):
         """Every lease (or UNIT's), oldest first."""
-        sql = ("SELECT unit, uuid, sharing, pid, pid_start, boot_id, cgroup, invocation, since "
+        sql = ("SELECT unit, uuid, sharing, pid, pid_start, boot_id, cgroup, invocation, since, holder_unit "
                "FROM lease")
         rows = (self.conn.execute(sql + " WHERE unit = ? ORDER BY since, rowid", (unit,)) if unit
                 else self.conn.execute(sql + " ORDER BY since, rowid"))
@@ -226,10 +226,10 @@ class State:
         now = time.time()
         with self.write() as c:
             c.executemany(
-                "INSERT INTO lease (unit, uuid, sharing, pid, pid_start, boot_id, cgroup, invocation, since) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO lease (unit, uuid, sharing, pid, pid_start, boot_id, cgroup, invocation, since, "
+                "holder_unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(unit, u, sharing, holder.pid, holder.pid_start, holder.boot_id, holder.cgroup,
-                  holder.invocation, now) for u in uuids],
+                  holder.invocation, now, holder.unit) for u in uuids],
             )
 
     def drop_leases(self, unit):

@@ -45,8 +45,8 @@ CREATE TABLE gpu_seen (
 );
 """
 
-# v2: settings the policy gives that commands without the policy still honour (release runs in
-# ExecStopPost= and must work even when the policy is broken): the history limit.
+# v2: settings the policy gives that commands without the policy still honour (release runs
+# when a unit stops, and must work even when the policy is broken): the history limit.
 _V2 = """
 CREATE TABLE setting (
     key     TEXT PRIMARY KEY,
@@ -54,8 +54,14 @@ CREATE TABLE setting (
 );
 """
 
+# v3: a lease held by a systemd unit that has no processes (the lease unit, active after its
+# allocate exited): alive while that unit is active with the recorded invocation id.
+_V3 = """
+ALTER TABLE lease ADD COLUMN holder_unit TEXT;
+"""
+
 # MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
-MIGRATIONS = (_V1, _V2)
+MIGRATIONS = (_V1, _V2, _V3)
 DEFAULT_HISTORY_LIMIT = 1000
 SCHEMA_VERSION = len(MIGRATIONS)
 

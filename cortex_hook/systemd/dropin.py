@@ -1,39 +1,30 @@
 """The drop-in cortex-hook puts next to a unit, in one of three modes, and its installation.
 
-Every mode takes the lease as root before the server starts and gives it back however it ends:
+Every mode hands the lease to the unit's lease unit (systemd/leaseunit.py), which runs as root
+with the service manager's environment, never the unit's:
 
-    ExecStartPre=+cortex-hook allocate %n          (root, even with User=)
-    EnvironmentFile=-/run/cortex-hook/%n.env        (the `-`: the file is read before ExecStartPre too)
-    ExecStopPost=+cortex-hook release %n           (runs on stop, crash, kill -9, timeout, watchdog)
+    [Unit]
+    Requires=cortex-hook-lease@%n.service        (the lease, taken before the unit starts ...
+    After=cortex-hook-lease@%n.service           ... and given back after it stops)
+    [Service]
+    EnvironmentFile=-/run/cortex-hook/%n.env     (the `-`: a unit with no GPU variables starts too)
 
 `exec` and `supervise` also reset ExecStart= and re-declare the unit's own command behind the
-wrapper, with its prefixes; `supervise` makes the unit Type=notify with NotifyAccess=exec.
+wrapper, with its prefixes; `supervise` makes the unit Type=notify.
 """
 
 import os
-import shutil
-import sys
 
 from ..errors import UsageError
 from ..files.atomic import write_atomic
-from ..files.rundir import runtime_dir as default_runtime_dir
-from .unitfile import UnitFiles, exec_word, plain_path, split_prefixes, split_words
-from .unitname import normalize_unit
+from ..quantities import systemd_timespan
+from . import leaseunit
+from .unitfile import UnitFiles, split_prefixes, split_words
+from .unitname import UNIT_NAME_MAX, normalize_unit
 
 MODES = ("env", "exec", "supervise")
 DROPIN_NAME = "zz-cortex-hook.conf"  # sorts after the admin's drop-ins: our ExecStart= reset comes last
 MARKER = "# Written by cortex-hook"
-
-
-def program_path():
-    """The absolute path of the installed `cortex-hook` program (next to this Python)."""
-    beside = os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "cortex-hook")
-    if os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("cortex-hook")
-    if not found:
-        raise UsageError("cannot find the `cortex-hook` program; pass --program PATH")
-    return os.path.abspath(found)
 
 
 def validate_target(unit):
@@ -42,45 +33,11 @@ def validate_target(unit):
         stem = unit[: -len(".service")] if unit.endswith(".service") else unit
         normalize_unit(stem + "x.service")  # validate the rest of the grammar with a dummy instance
         return stem + ".service"
-    return normalize_unit(unit)
-
-
-def interpreter_of(program, root="/"):
-    """The Python in PROGRAM's `#!` line (read under ROOT), or None if it is not a Python script."""
-    try:
-        with open(os.path.join(root, program.lstrip("/")), "rb") as f:
-            first = f.readline(512)
-    except OSError:
-        return None
-    parts = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
-    return parts[0] if parts and os.path.basename(parts[0]).startswith("python") else None
-
-
-class Options:
-    """Where the installed commands find their files (flags baked into every command line).
-
-    Commands run as `PYTHON -I PROGRAM`: the root ExecStartPre=+/ExecStopPost=+ lines inherit the
-    unit's environment, and isolated mode keeps a PYTHONPATH set there for the server from
-    deciding what root imports.
-    """
-
-    def __init__(self, program=None, policy=None, state=None, runtime_dir=None, root="/"):
-        self.program = plain_path(program or program_path(), "program")
-        python = interpreter_of(self.program, root)
-        self.python = plain_path(python, "interpreter") if python else None
-        self.policy = policy
-        self.state = state
-        self.runtime_dir = plain_path(runtime_dir or default_runtime_dir(None), "runtime dir")
-
-    def command(self, *words):
-        """A command line: the program, the baked flags, then WORDS (`%n` passes as a specifier)."""
-        out = [exec_word(self.python), "-I", exec_word(self.program)] if self.python else [exec_word(self.program)]
-        for flag, value in (("--policy", self.policy), ("--state", self.state),
-                            ("--runtime-dir", self.runtime_dir)):
-            if value:
-                out += [flag, exec_word(os.path.abspath(value))]
-        out += [w if w == "%n" else exec_word(w) for w in words]
-        return " ".join(out)
+    unit = normalize_unit(unit)
+    if len(leaseunit.lease_unit_of(unit).encode()) > UNIT_NAME_MAX:
+        raise UsageError(f"unit {unit!r}: its lease unit's name would be longer than {UNIT_NAME_MAX} bytes "
+                         "(systemd's limit); give the unit a shorter name")
+    return unit
 
 
 def wrapped_exec_start(unit, mode, files, options):
@@ -116,23 +73,25 @@ def render(unit, mode, options, root="/", files=None, service=None):
     """The drop-in text for UNIT in MODE."""
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    lines = [f"{MARKER} (mode {mode}) for {unit}.",
-             f"# `cortex-hook uninstall {unit}` removes it; `cortex-hook plan %n` explains the choice.",
+    shown = unit.replace("%", "%%")  # (a unit name holds no %; comments are read for specifiers too)
+    lines = [f"{MARKER} (mode {mode}) for {shown}.",
+             f"# `cortex-hook uninstall {shown}` removes it; `cortex-hook plan UNIT` explains the choice.",
+             "[Unit]",
+             f"Requires={leaseunit.PREFIX}%n.service",
+             f"After={leaseunit.PREFIX}%n.service",
              "[Service]",
-             f"ExecStartPre=+{options.command('allocate', '%n')}",
-             f"EnvironmentFile=-{options.runtime_dir}/%n.env",
-             f"ExecStopPost=+{options.command('release', '%n')}"]
+             f"EnvironmentFile=-{options.runtime_dir}/%n.env"]
     if mode in ("exec", "supervise"):
         files = files or UnitFiles(unit, root, skip_dropin=DROPIN_NAME)
         lines += ["ExecStart=", f"ExecStart={wrapped_exec_start(unit, mode, files, options)}"]
     if mode == "supervise":
-        # NotifyAccess=exec: the wrapper and ExecStartPre= (STATUS= while waiting for a GPU) may
-        # notify, the server and its children may not (a stray READY=1 is ignored).
-        # KillMode=mixed: SIGTERM goes to the wrapper only, which passes it on once (a second
-        # SIGTERM makes some servers skip their graceful shutdown); SIGKILL still reaches all.
-        lines += ["Type=notify", "NotifyAccess=exec", "KillMode=mixed"]
+        # NotifyAccess=main: the wrapper may notify, the server and its children may not (a stray
+        # READY=1 is ignored). KillMode=mixed: SIGTERM goes to the wrapper only, which passes it
+        # on once (a second SIGTERM makes some servers skip their graceful shutdown); SIGKILL
+        # still reaches all.
+        lines += ["Type=notify", "NotifyAccess=main", "KillMode=mixed"]
         if service is not None and getattr(service, "watchdog_seconds", None):
-            lines.append(f"WatchdogSec={service.watchdog_seconds:g}s")
+            lines.append(f"WatchdogSec={systemd_timespan(service.watchdog_seconds)}")
     return "\n".join(lines) + "\n"
 
 
@@ -141,8 +100,23 @@ def dropin_path(root, unit, base="/etc/systemd/system"):
     return os.path.join(root, base.lstrip("/"), unit + ".d", DROPIN_NAME)
 
 
+def template_path(root, base="/etc/systemd/system"):
+    """Where cortex-hook writes the lease unit template under ROOT."""
+    return os.path.join(root, base.lstrip("/"), leaseunit.TEMPLATE)
+
+
+def write_template(options, root="/", base="/etc/systemd/system"):
+    """Write the lease unit template (idempotent); returns its path."""
+    path = template_path(root, base)
+    _refuse_foreign(path)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    write_atomic(path, leaseunit.render(options))
+    return path
+
+
 def install(unit, mode, options, root="/", dry_run=False, service=None):
-    """Write (or with DRY_RUN return) UNIT's drop-in; idempotent. Returns (path, text).
+    """Write (or with DRY_RUN return) UNIT's drop-in, and the lease unit template beside it;
+    idempotent. Returns (path, text) of the drop-in.
 
     SERVICE (the policy's entry for the unit, if known) adds its `watchdog:` as WatchdogSec=.
     """
@@ -155,6 +129,7 @@ def install(unit, mode, options, root="/", dry_run=False, service=None):
     if dry_run:
         return path, text
     _refuse_foreign(path)
+    write_template(options, root)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     write_atomic(path, text)
     return path, text

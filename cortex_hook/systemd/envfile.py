@@ -28,10 +28,15 @@ def check_env(env):
             raise UsageError(f"environment variable {name}: value is not valid UTF-8") from None
 
 
+def assignment(name, value):
+    """One line of an env file: `NAME="VALUE"`, escaped for systemd (NAME and VALUE checked already)."""
+    return f'{name}="{value.translate(_ESCAPE)}"'
+
+
 def render_env(env, header=None):
     """The text of an env file for ENV (an ordered mapping)."""
     check_env(env)
     # systemd < 254 continues a comment after a trailing backslash, swallowing the next variable
     lines = [f"# {line.rstrip(chr(92))}" for line in (header or "").splitlines()]
-    lines += [f'{name}="{value.translate(_ESCAPE)}"' for name, value in env.items()]
+    lines += [assignment(name, value) for name, value in env.items()]
     return "\n".join(lines) + "\n"

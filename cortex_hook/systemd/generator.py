@@ -2,12 +2,19 @@
 
 systemd runs it as `GENERATOR NORMAL_DIR EARLY_DIR LATE_DIR`. For every service with `install:`
 (a unit name, or `NAME@*.service` meaning the template) it writes the same drop-in as
-`cortex-hook install` into NORMAL_DIR, so a drop-in in /etc/systemd/system still wins.
+`cortex-hook install` into NORMAL_DIR, so a drop-in in /etc/systemd/system still wins, and the
+lease unit template they need.
 
-It never asks the driver, and it never fails: its exit status could fail the boot. When the
-policy is broken it still writes drop-ins for the units of the last good run (kept beside the
-policy): their `ExecStartPre=+cortex-hook allocate` then fails with the policy error, so those
-units refuse to start, saying why, instead of starting on unplanned GPUs.
+It never asks the driver, and it never fails: its exit status could fail the boot.
+
+What it writes never changes a unit that is running (systemd lists an invocation for it): a new
+mode, notify or kill setting under a running server would kill it (a supervised server whose unit
+turns Type=simple has its READY and watchdog pings refused). Such a unit keeps the drop-in of the
+last good run until it is stopped and systemd reloads; `generator.status` lists it as pending.
+With a broken policy every unit of the last good run keeps that drop-in: a running one is left
+alone, and a new start fails in its lease unit with the policy error, instead of starting on
+unplanned GPUs. The last good run (`.generated-units` beside the policy, JSON) is read only when
+root (or we) owns it and nobody else can write it, and only its valid unit names are used.
 
 It parses the policy anyway, so it leaves the parsed copy in the runtime dir (policy/load.py)
 beside its status: the units starting at boot, all at once, then read it instead of each
@@ -20,10 +27,15 @@ import time
 
 from ..errors import CortexError
 from ..files.atomic import write_atomic
-from ..files.rundir import GENERATOR_STATUS
-from .dropin import DROPIN_NAME, Options, render
+from ..files.rundir import GENERATOR_STATUS, trusted
+from ..files.trust import open_trusted
+from . import leaseunit
+from .dropin import DROPIN_NAME, MARKER, render, validate_target
+from .program import Options
 
 UNITS_FILE = ".generated-units"
+MAX_UNITS_FILE = 1 << 20
+RUNNING_DIR = "/run/systemd/units"  # `invocation:NAME` for every active unit
 SCRIPT = """#!{python} -I
 # The cortex-hook systemd generator, written by `cortex-hook install-generator`.
 # systemd runs it at boot and on every daemon-reload; it writes drop-ins for the
@@ -46,55 +58,115 @@ def target_unit(svc):
     return svc.match
 
 
-def generate(ctx, normal_dir, options, root="/"):
+def generate(ctx, normal_dir, options, root="/", running_dir=RUNNING_DIR):
     """Write the drop-ins into NORMAL_DIR. Returns a status dict (also written to the runtime dir).
     The parsed policy is left in the runtime dir when it is trusted (ctx.memo_dir)."""
-    cache = os.path.join(os.path.dirname(os.path.abspath(ctx.policy_path)), UNITS_FILE)
+    last_good_path = os.path.join(os.path.dirname(os.path.abspath(ctx.policy_path)), UNITS_FILE)
+    last_good = read_last_good(last_good_path)
     status = {"at": time.time(), "policy": ctx.policy_path, "ok": True, "error": None, "units": {},
-              "skipped": {}}
+              "skipped": {}, "pending": {}}
     try:
-        policy = ctx.policy()
-        wanted = {}
-        for svc in policy.services:
-            if svc.install:
-                wanted.setdefault(target_unit(svc), (svc.install, svc))
+        wanted = _wanted(ctx.policy(), options, root, status)
     except CortexError as exc:
         status.update(ok=False, error=str(exc))
-        wanted = {unit: ("env", None) for unit in _read_cache(cache)}  # allocate will fail, saying why
-    for unit, (mode, svc) in sorted(wanted.items()):
+        wanted = last_good  # allocate will fail in the lease unit, saying why
+    running = _running(running_dir)
+    written = {}
+    for unit in sorted(set(wanted) | set(last_good)):
+        entry, before = wanted.get(unit), last_good.get(unit)
+        if before and (entry is None or before["dropin"] != entry["dropin"]) and _is_running(unit, running):
+            status["pending"][unit] = f"keeps its {before['mode']} drop-in while it runs"
+            entry = before
+        if entry is None:
+            continue
+        _write(os.path.join(normal_dir, unit + ".d", DROPIN_NAME), entry["dropin"])
+        status["units"][unit] = entry["mode"]
+        written[unit] = entry
+    if written:
+        _write(os.path.join(normal_dir, leaseunit.TEMPLATE), leaseunit.render(options))
+    if status["ok"]:
+        write_last_good(last_good_path, written)
+    return status
+
+
+def _wanted(policy, options, root, status):
+    """{unit: {"mode", "dropin"}} for the policy's services with `install:`."""
+    wanted = {}
+    for svc in policy.services:
+        unit = target_unit(svc) if svc.install else None
+        if unit is None or unit in wanted:
+            continue
+        mode = svc.install
         try:
             text = render(unit, mode, options, root=root, service=svc)
         except CortexError as exc:
             status["skipped"][unit] = str(exc)
-            text = render(unit, "env", options, root=root, service=svc)  # still leased and released
-            mode = "env"
-        directory = os.path.join(normal_dir, unit + ".d")
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, DROPIN_NAME), "w", encoding="utf-8") as f:
-            f.write(text)
-        status["units"][unit] = mode
-    if status["ok"]:
-        _write_cache(cache, sorted(wanted))
-    return status
+            mode, text = "env", render(unit, "env", options, root=root, service=svc)  # still leased
+        wanted[unit] = {"mode": mode, "dropin": text}
+    return wanted
 
 
-def _read_cache(path):
+def _running(running_dir):
+    """The names of the units systemd lists as active."""
+    try:
+        return {n[len("invocation:"):] for n in os.listdir(running_dir) if n.startswith("invocation:")}
+    except OSError:
+        return set()
+
+
+def _is_running(unit, running):
+    """UNIT is active, or (a template `NAME@.service`) one of its instances is."""
+    if unit.endswith("@.service"):
+        prefix = unit[: -len(".service")]
+        return any(name.startswith(prefix) and name.endswith(".service") for name in running)
+    return unit in running
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, text)
+
+
+def read_last_good(path):
+    """{unit: {"mode", "dropin"}} of the last good run, or {} when there is none, it cannot be read,
+    someone else could have written it, or it is not what this generator writes."""
+    try:
+        fd, _ = open_trusted(path, "generated units")
+    except (CortexError, OSError):
+        return {}
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read(MAX_UNITS_FILE))
+    except (OSError, ValueError):
+        return {}
+    units = data.get("units") if isinstance(data, dict) else None
+    out = {}
+    for unit, entry in (units.items() if isinstance(units, dict) else ()):
+        try:
+            valid = validate_target(unit) == unit
+        except CortexError:
+            valid = False
+        if valid and isinstance(entry, dict) and isinstance(entry.get("mode"), str) \
+                and isinstance(entry.get("dropin"), str) and entry["dropin"].startswith(MARKER):
+            out[unit] = {"mode": entry["mode"], "dropin": entry["dropin"]}
+    return out
+
+
+def write_last_good(path, units):
+    """Remember this good run's drop-ins (best effort: at early boot the root file system may be
+    read-only, and the next daemon-reload writes it)."""
+    text = json.dumps({"comment": "the drop-ins of the cortex-hook generator's last good run",
+                       "units": units}, indent=1, sort_keys=True) + "\n"
     try:
         with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+            if f.read() == text:
+                return
     except OSError:
-        return []
-
-
-def _write_cache(path, units):
+        pass
     try:
-        existing = _read_cache(path)
-        if existing == units and os.path.exists(path):
-            return
-        write_atomic(path, "# units the cortex-hook generator managed at its last good run\n"
-                     + "".join(u + "\n" for u in units))
-    except Exception:
-        pass  # e.g. a read-only root at early boot: the next daemon-reload writes it
+        write_atomic(path, text)
+    except (CortexError, OSError):
+        pass
 
 
 def log_kmsg(message):
@@ -119,11 +191,11 @@ def main(ctx, dirs, program=None):
             log_kmsg(f"policy unusable, units kept from starting: {status['error']}")
         for unit, why in status["skipped"].items():
             log_kmsg(f"{unit}: env mode instead: {why}")
-        try:
-            with open(os.path.join(ctx.runtime_dir, GENERATOR_STATUS), "w", encoding="utf-8") as f:
-                json.dump(status, f, indent=1, sort_keys=True)
-        except OSError:
-            pass
+        for unit, why in status["pending"].items():
+            log_kmsg(f"{unit}: {why}")
+        if trusted(ctx.runtime_dir):
+            write_atomic(os.path.join(ctx.runtime_dir, GENERATOR_STATUS),
+                         json.dumps(status, indent=1, sort_keys=True) + "\n")
     except Exception as exc:  # never fail the boot
         log_kmsg(f"internal error: {type(exc).__name__}: {exc}")
     return 0

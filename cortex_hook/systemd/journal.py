@@ -1,4 +1,5 @@
-"""One-line messages on stderr, with sd-daemon `<N>` level prefixes when stderr is the journal."""
+"""One-line messages on stderr, with sd-daemon `<N>` level prefixes when stderr is the journal, and
+cortex-hook's word about a unit in that unit's own journal."""
 
 import os
 import sys
@@ -6,6 +7,8 @@ import sys
 from ..errors import one_line
 
 ERR, WARNING, NOTICE, INFO, DEBUG = 3, 4, 5, 6, 7
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+IDENTIFIER = "cortex-hook"
 
 _journal = None
 
@@ -37,3 +40,18 @@ def log(level, message):
 def error(message):
     """An error line: `cortex-hook: MESSAGE`, always exactly one line."""
     log(ERR, f"cortex-hook: {one_line(message)}")
+
+
+def tell_unit(unit, level, message):
+    """Write MESSAGE to the journal as cortex-hook's word about UNIT, so that `journalctl -u UNIT`
+    (and `journalctl -t cortex-hook -u UNIT`) show it beside UNIT's own lines: journald takes
+    OBJECT_SYSTEMD_UNIT= from root only. Best effort: no journal, nothing written."""
+    import socket  # only the lease unit speaks to the journal this way
+    fields = (("MESSAGE", one_line(message)), ("PRIORITY", str(level)), ("SYSLOG_IDENTIFIER", IDENTIFIER),
+              ("OBJECT_SYSTEMD_UNIT", unit))
+    data = "".join(f"{name}={value}\n" for name, value in fields).encode("utf-8")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(data, JOURNAL_SOCKET)
+    except OSError:
+        pass

@@ -159,6 +159,21 @@ class UnitFiles:
                 value = v or None
         return value
 
+    def environment(self):
+        """The unit's own `Environment=` assignments, as systemd applies them: {name: value} (an
+        empty assignment resets the list; specifiers and $ stay as written)."""
+        env = {}
+        for uf in self.parsed():
+            for value, _ in uf.values("Service", "Environment"):
+                if not value:
+                    env = {}
+                    continue
+                for word in split_words(value):
+                    name, sep, text = unquote_word(word).partition("=")
+                    if sep:
+                        env[name] = text
+        return env
+
     def exec_start(self):
         """The effective ExecStart= list: [(value, path, line)]; an empty assignment resets it."""
         out = []

@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 import time
 
+from cortex_hook.systemd.leaseunit import lease_unit_of
+
 from .box import Box, gpu_desc
 from .instruments import SD_SANDBOX, STANDIN
 
@@ -120,6 +122,17 @@ class Sandbox:
                 raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
             time.sleep(interval)
 
+    def stop(self, *units, timeout=60.0):
+        """`systemctl stop UNITS`, then wait until each one's lease unit has stopped too: `systemctl
+        stop` returns once the unit is down, and its lease unit releases just after."""
+        self.systemctl("stop", *units, check=True, timeout=timeout)
+        for unit in units:
+            self.wait_released(unit, timeout=timeout)
+
+    def wait_released(self, unit, timeout=60.0):
+        """Wait until UNIT's lease unit is inactive or failed (its release has run)."""
+        return self.wait_state(lease_unit_of(unit), "inactive", "failed", timeout=timeout)
+
     def wait_state(self, unit, *states, timeout=60.0):
         return self.wait_for(lambda: self.prop(unit, "ActiveState") in states and self.show(
             unit, "ActiveState", "SubState", "Result", "StatusText", "MainPID"),
@@ -165,6 +178,10 @@ class Host:
         """cortex-hook at the sandbox's shell (which, unlike units, lacks the manager's environment)."""
         driver = [f"LD_LIBRARY_PATH={self.box.lib}", f"FAKE_NVML_CONFIG={self.box.gpus_file}"] if self.box.lib else []
         return self.sb.run("env", *driver, self.sb.program, *self.flags(), *args, check=check)
+
+    def cortex_json(self, *args):
+        """`cortex-hook ARGS --json` at the sandbox's shell, parsed."""
+        return json.loads(self.cortex(*args, "--json").stdout)
 
     def install(self, unit, mode):
         return self.cortex("install", unit, "--mode", mode, "--program", self.sb.program)

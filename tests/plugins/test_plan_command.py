@@ -159,7 +159,8 @@ def test_unit_command_unquotes_like_systemd(tmp_path):
 
 @pytest.mark.parametrize("mode", ["exec", "supervise"])
 def test_unit_command_unwraps_our_own_wrapper(tmp_path, mode):
-    from cortex_hook.systemd.dropin import Options, install
+    from cortex_hook.systemd.dropin import install
+    from cortex_hook.systemd.program import Options
     write_unit(tmp_path, "llm.service", UNIT_TEXT)
     path, text = install("llm.service", mode, Options("/usr/local/bin/cortex-hook", policy="/etc/cortex-hook/p.yaml",
                                                       runtime_dir="/run/cortex-hook"), root=str(tmp_path))
@@ -169,7 +170,8 @@ def test_unit_command_unwraps_our_own_wrapper(tmp_path, mode):
 
 def test_unit_command_unwraps_an_argv0_wrapper(tmp_path):
     """`ExecStart=@/usr/bin/python3 llm-server ARGS`: the wrapper takes --argv0 llm-server."""
-    from cortex_hook.systemd.dropin import Options, install
+    from cortex_hook.systemd.dropin import install
+    from cortex_hook.systemd.program import Options
     write_unit(tmp_path, "llm.service",
                "[Service]\nExecStart=@/usr/bin/python3 llm-server -u /opt/llm/serve.py --port 18123\n")
     _, text = install("llm.service", "supervise", Options("/usr/local/bin/cortex-hook", runtime_dir="/run/ch"),
@@ -206,7 +208,8 @@ def _cli_plan(box, monkeypatch, capsys, root, *plan_args):
 
 @pytest.fixture
 def wrapped_llama_unit(box, tmp_path):
-    from cortex_hook.systemd.dropin import Options, install
+    from cortex_hook.systemd.dropin import install
+    from cortex_hook.systemd.program import Options
     root = tmp_path / "root"
     write_unit(root, "llm.service", UNIT_TEXT)
     install("llm.service", "supervise", Options("/usr/local/bin/cortex-hook", runtime_dir="/run/ch"), root=str(root))

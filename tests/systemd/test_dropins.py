@@ -8,6 +8,8 @@ import pytest
 
 from ..helpers.box import gpu_desc, uuid_of
 from ..helpers.instruments import REPO
+from cortex_hook.systemd.leaseunit import lease_unit_of
+
 from ..helpers.sandbox import PORT, STANDIN, SUPERVISED, Host, gpu_env, host_root
 
 
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.systemd
 
 # -- the three modes ---------------------------------------------------------------------------
 def test_env_mode_with_user_gets_exactly_the_planned_variables(host):
-    """ExecStartPre=+ allocates as root; the main process (User=nobody) gets the env file."""
+    """The lease unit allocates as root; the main process (User=nobody) gets the env file."""
     host.setup("services:\n  - match: llm.service\n    min_free_memory: 8GiB\n")
     record = host.standin_unit("llm.service", "User=nobody\n")
     host.install("llm.service", "env")
@@ -30,7 +32,7 @@ def test_env_mode_with_user_gets_exactly_the_planned_variables(host):
     assert gpu_env(seen["env"]) == planned["env"]
     assert [(l["unit"], l["uuid"]) for l in host.leases()] == [("llm.service", uuid_of(0))]
 
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     assert host.leases() == []
     assert host.sb.read("/run/cortex-hook/llm.service.env") is None
 
@@ -51,7 +53,7 @@ def test_exec_mode_becomes_the_server_with_its_prefixes(host):
     planned = host.decision("llm.service")["launch"]["env"]
     assert gpu_env(host.sb.environ(main_pid)) == planned == gpu_env(seen["env"])
     assert planned["CUDA_VISIBLE_DEVICES"] == uuid_of(0)
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     assert host.leases() == []
 
 
@@ -74,7 +76,7 @@ def test_supervise_blocks_until_health_turns_200(host):
     planned = host.decision("llm.service")["launch"]["env"]
     assert gpu_env(host.sb.environ(int(st["MainPID"]))) == planned  # the wrapper
     assert gpu_env(host.record(record)["env"]) == planned           # and the server it runs
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     final = host.sb.show("llm.service", "Result", "ActiveState")
     assert final == {"Result": "success", "ActiveState": "inactive"}
     assert (host.out / "llm.service.json.signals").read_text() == "SIGTERM\n"  # exactly once
@@ -151,7 +153,7 @@ def test_isolate_lets_the_unit_open_only_its_gpu(host):
     props = host.sb.show("llm.service", "DevicePolicy", "DeviceAllow")
     assert props["DevicePolicy"] == "closed" and "/dev/nvidia1 rw" in props["DeviceAllow"]
     assert "/dev/nvidia0 " not in props["DeviceAllow"]
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     assert host.sb.show("llm.service", "DevicePolicy")["DevicePolicy"] == "auto"  # for this start only
     assert host.leases() == []
 
@@ -177,7 +179,7 @@ def test_server_argv_survives_wrapping_byte_for_byte(host):
     host.sb.daemon_reload()
     host.sb.systemctl("start", "llm.service", check=True)
     plain = host.record(record)["argv"]
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     record.unlink()
     host.install("llm.service", "supervise")
     host.sb.daemon_reload()
@@ -210,7 +212,7 @@ def test_hostile_paths_and_unit_names_reach_cortex_hook_byte_for_byte(sandbox, f
         assert seen["env"]["CORTEX_HOOK_UNIT"] == unit
         assert seen["argv"][-1] == "my\\x2dmodel"  # %i is the escaped instance name (%I would unescape)
         assert [(l["unit"], l["uuid"]) for l in host.leases()] == [(unit, uuid_of(0))]
-        host.sb.systemctl("stop", unit, check=True)
+        host.sb.stop(unit)
         assert host.leases() == []
 
 
@@ -271,8 +273,8 @@ def test_example_policy_validates(box):
 
 
 def test_waiting_for_a_gpu_shows_in_status_and_takes_it_when_freed(host):
-    """on_unavailable: wait: the second unit's start waits, saying so in `systemctl status`
-    (ExecStartPre may notify under NotifyAccess=exec), and starts once the first one stops."""
+    """on_unavailable: wait: the second unit's start waits for its lease unit, which says so in
+    `systemctl status cortex-hook-lease@second.service.service`, and starts once the first one stops."""
     host.setup("services:\n"
                "  - match: first.service\n    readiness: http://127.0.0.1:18080/health\n"
                "  - match: second.service\n    readiness: http://127.0.0.1:18081/health\n"
@@ -284,20 +286,21 @@ def test_waiting_for_a_gpu_shows_in_status_and_takes_it_when_freed(host):
     host.sb.daemon_reload()
     host.sb.systemctl("start", "first.service", check=True)
     host.sb.systemctl("start", "--no-block", "second.service", check=True)
-    status = host.sb.wait_for(lambda: "waiting for a GPU" in host.sb.prop("second.service", "StatusText") and
-                              host.sb.show("second.service", "StatusText", "ActiveState"), "a waiting STATUS=",
-                              unit="second.service")
+    lease = lease_unit_of("second.service")
+    status = host.sb.wait_for(lambda: "waiting for a GPU" in host.sb.prop(lease, "StatusText") and
+                              host.sb.show(lease, "StatusText", "ActiveState"), "a waiting STATUS=", unit=lease)
     assert status["ActiveState"] == "activating"
+    assert host.sb.prop("second.service", "ActiveState") == "inactive"  # its start job waits for the lease
     assert "left): second.service needs 1 GPU" in status["StatusText"] and "leased" in status["StatusText"]
-    host.sb.systemctl("stop", "first.service", check=True)
+    host.sb.stop("first.service")
     host.sb.wait_state("second.service", "active")
     assert [(l["unit"], l["uuid"]) for l in host.leases()] == [("second.service", uuid_of(0))]
 
 
 def test_a_units_pythonpath_does_not_choose_what_root_imports(host):
-    """ExecStartPre=+ runs as root with the unit's environment. A PYTHONPATH meant for the server
-    (here pointing at a planted `cortex_hook` package) must not be imported by root: the drop-in
-    runs cortex-hook as `PYTHON -I`."""
+    """A PYTHONPATH meant for the server (here pointing at a planted `cortex_hook` package) must not
+    be imported by root: no root command runs in the unit, and the lease unit runs cortex-hook as
+    `PYTHON -I` with the service manager's environment."""
     host.setup("services:\n  - match: llm.service\n")
     planted = host.out / "planted" / "cortex_hook"
     planted.mkdir(parents=True)
@@ -306,11 +309,13 @@ def test_a_units_pythonpath_does_not_choose_what_root_imports(host):
     record = host.standin_unit("llm.service", f"Environment=PYTHONPATH={planted.parent}\n")
     host.install("llm.service", "supervise")
     text = open(os.path.join(host.sb.unit_dir, "llm.service.d", "zz-cortex-hook.conf")).read()
-    from cortex_hook.systemd.dropin import interpreter_of
-    assert f"ExecStartPre=+{interpreter_of(host.sb.program)} -I {host.sb.program} " in text
+    assert "ExecStartPre" not in text and "ExecStopPost" not in text and "=+" not in text
+    lease = open(os.path.join(host.sb.unit_dir, "cortex-hook-lease@.service")).read()
+    from cortex_hook.systemd.program import interpreter_of
+    assert f"ExecStart={interpreter_of(host.sb.program)} -I {host.sb.program} " in lease
     host.sb.daemon_reload()
     host.sb.systemctl("start", "llm.service", check=True)
     assert host.record(record)["env"]["PYTHONPATH"] == str(planted.parent)  # the server still gets it
     assert not marker.exists()
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     assert not marker.exists() and host.leases() == []

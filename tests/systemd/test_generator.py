@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from cortex_hook.systemd.leaseunit import lease_unit_of
+
 from ..helpers.box import Box, uuid_of
 from ..helpers.sandbox import PORT, STANDIN, gpu_env
 
@@ -134,7 +136,7 @@ def test_generated_dropins_lease_gpus_for_a_unit_and_a_template(host):
 
     host.sb.systemctl("start", "vllm@m1.service", check=True)  # returns at READY=1
     st = host.sb.show("vllm@m1.service", "Type", "NotifyAccess", "ActiveState", "StatusText", "MainPID")
-    assert (st["Type"], st["NotifyAccess"], st["ActiveState"]) == ("notify", "exec", "active")
+    assert (st["Type"], st["NotifyAccess"], st["ActiveState"]) == ("notify", "main", "active")
     assert st["StatusText"].startswith("ready on GPU-")
     vllm_planned = host.decision("vllm@m1.service")["launch"]["env"]
     assert vllm_planned["CORTEX_HOOK_UNIT"] == "vllm@m1.service"
@@ -144,7 +146,7 @@ def test_generated_dropins_lease_gpus_for_a_unit_and_a_template(host):
     assert leased(host) == sorted([("llm.service", planned["CUDA_VISIBLE_DEVICES"]),
                                    ("vllm@m1.service", vllm_planned["CUDA_VISIBLE_DEVICES"])])
     assert {planned["CUDA_VISIBLE_DEVICES"], vllm_planned["CUDA_VISIBLE_DEVICES"]} == {uuid_of(0), uuid_of(1)}
-    host.sb.systemctl("stop", "llm.service", "vllm@m1.service", check=True)
+    host.sb.stop("llm.service", "vllm@m1.service")
     assert host.leases() == []
 
 
@@ -210,7 +212,7 @@ def test_removing_install_from_the_policy_removes_the_dropin_at_reload(host):
     assert reload(host)["units"] == {"llm.service": "env", "other.service": "env"}
     assert exists(host, generated("other.service")) and exists(host, generated("llm.service"))
     cat = host.sb.systemctl("cat", "other.service", check=True).stdout
-    assert f"# {generated('other.service')}\n" in cat and " allocate %n\n" in cat
+    assert f"# {generated('other.service')}\n" in cat and "Requires=cortex-hook-lease@%n.service\n" in cat
 
     host.box.write_policy(OTHER_NOT_INSTALLED, inventory="nvml")
     status = reload(host)
@@ -219,13 +221,13 @@ def test_removing_install_from_the_policy_removes_the_dropin_at_reload(host):
     assert not exists(host, f"{NORMAL_DIR}/other.service.d")
     assert exists(host, generated("llm.service"))
     cat = host.sb.systemctl("cat", "other.service", check=True).stdout
-    assert DROPIN not in cat and "allocate %n" not in cat
+    assert DROPIN not in cat and "cortex-hook-lease@" not in cat
     assert host.sb.prop("other.service", "DropInPaths") == ""
 
     host.sb.systemctl("start", "other.service", check=True)
     assert gpu_env(host.record(other_record)["env"]) == {}
     assert host.leases() == []
-    host.sb.systemctl("stop", "other.service", check=True)
+    host.sb.stop("other.service")
 
     host.box.write_policy(OTHER_NOT_INSTALLED + "    gpus: lots\n", inventory="nvml")
     status = reload(host)
@@ -263,7 +265,7 @@ def test_broken_policy_keeps_the_generated_units_from_starting(host, kind):
     assert reload(host)["units"] == {"llm.service": "exec"}
     host.sb.systemctl("start", "llm.service", check=True)  # the unit works under the good policy
     assert leased(host) == [("llm.service", uuid_of(0))]
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     assert host.leases() == []
 
     host.box.write_policy(body, inventory="nvml")
@@ -271,16 +273,16 @@ def test_broken_policy_keeps_the_generated_units_from_starting(host, kind):
     status = reload(host)  # daemon-reload itself succeeded (check=True)
     assert status["ok"] is False
     assert status["error"].startswith(message), status
-    assert status["units"] == {"llm.service": "env"}  # the last good run's unit, kept from starting
+    assert status["units"] == {"llm.service": "exec"}  # the last good run's drop-in, exactly
     assert exists(host, generated("llm.service"))
     assert generator_failures(host) == []
 
     r = host.sb.systemctl("start", "llm.service")
     assert r.returncode != 0
-    st = host.sb.show("llm.service", "ActiveState", "Result", "ExecStartPre")
-    assert (st["ActiveState"], st["Result"]) == ("failed", "exit-code")
-    assert "status=78" in st["ExecStartPre"]
-    assert f"cortex-hook: {message}" in host.sb.journal("llm.service")
+    assert host.sb.prop("llm.service", "ActiveState") == "inactive"  # its start failed: 'dependency'
+    st = host.sb.show(lease_unit_of("llm.service"), "ActiveState", "Result", "ExecMainStatus")
+    assert (st["ActiveState"], st["Result"], st["ExecMainStatus"]) == ("failed", "exit-code", "78")
+    assert f"llm.service not started: {message}" in host.sb.journal("llm.service")
     shown = host.sb.systemctl("status", "llm.service", "--no-pager", "-l", "-n", "20").stdout
     assert message in shown
     assert host.leases() == []
@@ -289,7 +291,7 @@ def test_broken_policy_keeps_the_generated_units_from_starting(host, kind):
 
     host.sb.systemctl("start", "other.service", check=True)  # units without install: are unaffected
     assert host.record(other_record)["argv"][0] == STANDIN
-    host.sb.systemctl("stop", "other.service", check=True)
+    host.sb.stop("other.service")
 
     host.box.write_policy(GOOD, inventory="nvml")
     status = reload(host)
@@ -297,7 +299,7 @@ def test_broken_policy_keeps_the_generated_units_from_starting(host, kind):
     host.sb.systemctl("start", "llm.service", check=True)
     assert host.sb.prop("llm.service", "ActiveState") == "active"
     assert leased(host) == [("llm.service", uuid_of(0))]
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     assert host.leases() == []
 
 
@@ -394,7 +396,7 @@ def test_unwrappable_units_get_env_mode_and_are_listed_as_skipped(host):
         name = unit.split(".")[0]
         text = host.sb.read(generated(unit))
         assert text is not None and "(mode env)" in text
-        assert "ExecStartPre=+" in text and "\nExecStart=" not in text
+        assert "Requires=cortex-hook-lease@%n.service" in text and "\nExecStart=" not in text
         assert text == dry_run(host, unit, "env")
         assert host.sb.prop(unit, "Type") == "oneshot"
         host.sb.systemctl("start", "--no-block", unit, check=True)
@@ -407,6 +409,7 @@ def test_unwrappable_units_get_env_mode_and_are_listed_as_skipped(host):
         (out / f"{name}.done").touch()
         st = host.sb.wait_state(unit, "inactive", "failed")
         assert (st["ActiveState"], st["Result"]) == ("inactive", "success")
+        host.sb.wait_released(unit)
         assert host.leases() == []
         assert host.sb.read(f"/run/cortex-hook/{unit}.env") is None
 
@@ -444,7 +447,7 @@ def test_generator_runs_at_boot_and_remembers_its_units_across_a_reboot(host):
     assert generated("llm.service") in host.sb.prop("llm.service", "DropInPaths").split()
     host.sb.systemctl("start", "llm.service", check=True)
     assert leased(host) == [("llm.service", host.decision("llm.service")["launch"]["env"]["CUDA_VISIBLE_DEVICES"])]
-    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.stop("llm.service")
     assert host.leases() == []
 
     host.box.write_policy(ENV_INSTALLED + "    gpus: lots\n", inventory="nvml")
@@ -454,8 +457,8 @@ def test_generator_runs_at_boot_and_remembers_its_units_across_a_reboot(host):
     assert status["units"] == {"llm.service": "env"}
     r = host.sb.systemctl("start", "llm.service")
     assert r.returncode != 0
-    assert "status=78" in host.sb.prop("llm.service", "ExecStartPre")
-    assert f"cortex-hook: {status['error']}" in host.sb.journal("llm.service")
+    assert host.sb.prop(lease_unit_of("llm.service"), "ExecMainStatus") == "78"
+    assert f"llm.service not started: {status['error']}" in host.sb.journal("llm.service")
     assert host.leases() == []
 
 
@@ -477,7 +480,7 @@ def test_dropin_from_cortex_hook_install_wins_over_the_generated_one(host):
     assert (st["Type"], st["ActiveState"]) == ("simple", "active")
     assert host.sb.read(f"/proc/{st['MainPID']}/cmdline").split("\0")[1:3] == ["-u", STANDIN]  # not wrapped
     assert [l["unit"] for l in host.leases()] == ["vllm@m1.service"]
-    host.sb.systemctl("stop", "vllm@m1.service", check=True)
+    host.sb.stop("vllm@m1.service")
     assert host.leases() == []
 
 
@@ -551,7 +554,8 @@ def test_install_generator_and_install_into_an_image_root_touch_nothing_outside(
     assert r.returncode == 0, r.stderr
     assert dropin.read_text() == printed
     assert set(tree(image)) - set(after) == {"etc/systemd/system", "etc/systemd/system/llm.service.d",
-                                             os.path.relpath(dropin, image)}
+                                             os.path.relpath(dropin, image),
+                                             "etc/systemd/system/cortex-hook-lease@.service"}
     assert outside() == before_outside
     assert os.listdir(cwd) == []
 
@@ -577,10 +581,14 @@ def test_installed_generator_script_runs_as_systemd_runs_it(tmp_path):
     assert (r.returncode, r.stderr) == (0, "")
     text = (dirs[0] / "llm.service.d" / DROPIN).read_text()
     assert text.startswith("# Written by cortex-hook (mode env) for llm.service.")
-    from cortex_hook.systemd.dropin import interpreter_of
+    from cortex_hook.systemd.program import interpreter_of
     python = interpreter_of(program)  # commands run as `PYTHON -I PROGRAM` (no PYTHONPATH for root)
-    assert python and f"ExecStartPre=+{python} -I {program} --policy {box.policy} --state {box.state} " \
-                      f"--runtime-dir {runtime} allocate %n\n" in text
+    assert "Requires=cortex-hook-lease@%n.service\nAfter=cortex-hook-lease@%n.service\n" in text
+    lease = (dirs[0] / "cortex-hook-lease@.service").read_text()
+    assert python and f"ExecStart={python} -I {program} --policy {box.policy} --state {box.state} " \
+                      f"--runtime-dir {runtime} allocate %i\n" in lease
+    assert f"ExecStopPost={python} -I {program} --policy {box.policy} --state {box.state} " \
+           f"--runtime-dir {runtime} release %i\n" in lease
     status = json.loads((runtime / "generator.status").read_text())
     assert (status["ok"], status["units"]) == (True, {"llm.service": "env"})
     from cortex_hook.policy import load as policyload

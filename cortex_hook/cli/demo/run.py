@@ -16,7 +16,7 @@ STEPS = [
     ("The box: 6 GPUs as the driver sees them (simulated)", [["status"]]),
     ("The admin's order: the 24 GB L4s first (small jobs), then the H100 NVLink pair", [
         ["priority", "order", "2", "3", "0", "1"]]),
-    ("chat.service (llama.cpp, critical) starts: ExecStartPre=+cortex-hook allocate %n", [
+    ("chat.service (llama.cpp, critical) starts: its lease unit runs `cortex-hook allocate`", [
         ["allocate", "chat.service"]]),
     ("vllm@llama-70b.service (vLLM, 2 GPUs with 90% free, prefer NVLink) starts", [
         ["allocate", "vllm@llama-70b.service"]]),
@@ -24,7 +24,7 @@ STEPS = [
     ("A second vLLM model starts: nothing suitable is left, so its start fails (exit 69)", [
         ["allocate", "vllm@mistral-7b.service"]]),
     ("Who holds what", [["status"]]),
-    ("vllm@llama-70b stops (ExecStopPost=+cortex-hook release %n); the second model retries", [
+    ("vllm@llama-70b stops (its lease unit runs `cortex-hook release`); the second model retries", [
         ["release", "vllm@llama-70b.service"], ["allocate", "vllm@mistral-7b.service"]]),
     ("Everything stops: every GPU is given back", [
         ["release", "chat.service"], ["release", "triton.service"], ["release", "vllm@mistral-7b.service"],
