@@ -10,7 +10,7 @@ import os
 import time
 
 from . import rules
-from .errors import DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean
+from .errors import CortexError, DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean
 from .files import record as records
 from .files import rundir
 from .holders import cgroup_pids, current_holder, invocation_of, lease_alive
@@ -79,10 +79,21 @@ def detail_for(svc, pids):
 
 
 def discover(plugins, policy, detail):
-    """The inventory's GPUs, or PolicyError when no plugin provides the policy's inventory."""
+    """The inventory's GPUs, or PolicyError when no plugin provides the policy's inventory. GPUs the
+    driver gives one UUID between them are unidentified, all of them: none can be named safely."""
     gpus = plugins.discover_gpus(policy, detail)
     if gpus is None:
         raise PolicyError(policy.path, 0, 0, "inventory", f"no plugin provides inventory {policy.inventory!r}")
+    holders = {}
+    for gpu in gpus:
+        if gpu.uuid is not None:
+            holders.setdefault(gpu.uuid, []).append(gpu)
+    for uuid, same in holders.items():
+        if len(same) > 1:
+            for gpu in same:
+                others = ", ".join(g.label for g in same if g is not gpu)
+                gpu.problems = tuple(gpu.problems) + (f"the driver gives it the UUID of {others} ({uuid})",)
+                gpu.uuid = None
     return gpus
 
 
@@ -179,41 +190,56 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
 
 
 def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv, record_refusal):
-    """One planning run inside the state's write lock: the lease and runtime files on success."""
+    """One planning run inside the state's write lock: the lease and runtime files on success, and
+    no runtime file of this start when its transaction does not commit (a full disk)."""
+    written = []
+    try:
+        with state.write():
+            return _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv,
+                                   record_refusal, written)
+    except BaseException:
+        if written:
+            try:
+                records.clear_start(ctx.runtime_dir, unit)
+            except (CortexError, OSError):
+                pass  # (a read-only runtime dir: nothing was written either) the first error is the one
+        raise
+
+
+def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv, record_refusal, written):
     policy, plugins = ctx.policy(), ctx.plugins()
-    with state.write():
-        if state.history_limit() != policy.history_limit:
-            state.set_history_limit(policy.history_limit)
-        state.reap(lease_alive, policy.history_limit, exclude_unit=unit)
-        state.drop_leases(unit)  # this start supersedes whatever the unit held before
-        snapshot = state.snapshot()
-        request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
-        decision = _decide(plugins, request, notes, problem)
-        detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
-        if not decision.ok:
-            if record_refusal:
-                state.record(unit, "refuse", [], detail, policy.history_limit)
-            records.clear_start(ctx.runtime_dir, unit)
-            return decision, request
-        _refuse_env_file_clash(unit, snapshot)
-        if decision.chosen:
-            state.add_leases(unit, decision.uuids, svc.sharing, holder)
-        decision.launch = Launch(argv=list(argv) if argv is not None else None)
-        plugins.prepare_launch(request, decision, decision.launch)
-        state.remember_gpus(gpus)
-        state.record(unit, "allocate", decision.uuids,
-                     dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)
-        under_systemd = bool(holder.cgroup or holder.unit)
-        isolated = bool(policy.isolate and under_systemd)  # a CPU fallback is locked out of every GPU
-        if policy.isolate and not under_systemd:
-            decision.notes.append("isolate: not applied (not running inside the unit under systemd)")
-        # an OutputError here rolls the lease back with the transaction
-        records.write_start(ctx.runtime_dir, decision, holder, isolated)
-        if isolated:
-            isolation.apply(unit, decision.chosen)
-            allowed = [e.split()[0] for e in isolation.allow_list(decision.chosen)]
-            decision.notes.append("isolate: the unit's device cgroup allows only " + ", ".join(allowed)
-                                  if allowed else "isolate: the unit's device cgroup allows no NVIDIA device")
+    if state.history_limit() != policy.history_limit:
+        state.set_history_limit(policy.history_limit)
+    state.reap(lease_alive, policy.history_limit, exclude_unit=unit)
+    state.drop_leases(unit)  # this start supersedes whatever the unit held before
+    snapshot = state.snapshot()
+    _refuse_env_file_clash(unit, snapshot)
+    request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
+    decision = _decide(plugins, request, notes, problem)
+    detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
+    if not decision.ok:
+        if record_refusal:
+            state.record(unit, "refuse", [], detail, policy.history_limit)
+        records.clear_start(ctx.runtime_dir, unit)
+        return decision, request
+    if decision.chosen:
+        state.add_leases(unit, decision.uuids, svc.sharing, holder)
+    decision.launch = Launch(argv=list(argv) if argv is not None else None)
+    plugins.prepare_launch(request, decision, decision.launch)
+    state.remember_gpus(gpus)
+    state.record(unit, "allocate", decision.uuids,
+                 dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)
+    under_systemd = bool(holder.cgroup or holder.unit)
+    isolated = bool(policy.isolate and under_systemd)  # a CPU fallback is locked out of every GPU
+    if policy.isolate and not under_systemd:
+        decision.notes.append("isolate: not applied (not running inside the unit under systemd)")
+    written.append(unit)  # from here on, a failure removes what this start wrote
+    records.write_start(ctx.runtime_dir, decision, holder, isolated)  # (an OutputError rolls back)
+    if isolated:
+        isolation.apply(unit, decision.chosen)
+        allowed = [e.split()[0] for e in isolation.allow_list(decision.chosen)]
+        decision.notes.append("isolate: the unit's device cgroup allows only " + ", ".join(allowed)
+                              if allowed else "isolate: the unit's device cgroup allows no NVIDIA device")
     return decision, request
 
 

@@ -69,10 +69,26 @@ class Context:
     def open_state(self, create=True):
         """The state database (StateError, UnsafeFileError); CREATE makes or migrates it.
 
-        On the fast-exit path the State is kept here after `close()`, so its connection lives
-        until the process ends (state.State.close)."""
+        A user who cannot open the database (it is root's alone) gets its view instead: the same
+        answers, read-only (state/view.py). On the fast-exit path the State is kept here after
+        `close()`, so its connection lives until the process ends (state.State.close)."""
+        if not self._may_open_state():
+            from .state.view import StateView
+            return StateView(self.runtime_dir, self.state_path)
         from .state import State  # sqlite3: never in a long-running supervisor that reuses a record
-        state = State.open(self.state_path, create=create, transient=self.fast_exit)
+        state = State.open(self.state_path, create=create, transient=self.fast_exit, runtime_dir=self.runtime_dir)
         if self.fast_exit:
             self._kept.append(state)
         return state
+
+    def _may_open_state(self):
+        """Root may, and so may whoever can write the database (or, with none yet, its directory)."""
+        if os.geteuid() == 0:
+            return True
+        path = self.state_path
+        if os.path.exists(path):
+            return os.access(path, os.R_OK | os.W_OK)
+        parent = os.path.dirname(os.path.abspath(path))
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        return os.access(parent, os.W_OK | os.X_OK)

@@ -11,7 +11,7 @@ EXIT_SOFTWARE = 70      # a bug in cortex-hook or a plugin (EX_SOFTWARE)
 EXIT_CANTCREAT = 73     # cannot write the env file / drop-in (EX_CANTCREAT)
 EXIT_STATE = 74         # state database unreadable, corrupt or from a newer version (EX_IOERR)
 EXIT_TIMEOUT = 75       # driver discovery timed out, or `wait` gave up (EX_TEMPFAIL)
-EXIT_NOPERM = 77        # a file that decides what root does is writable by others (EX_NOPERM)
+EXIT_NOPERM = 77        # a file that decides what root does is writable by others, or root is needed (EX_NOPERM)
 EXIT_CONFIG = 78        # bad policy (EX_CONFIG)
 
 
@@ -94,6 +94,12 @@ class StateError(CortexError):
 
 class UnsafeFileError(CortexError):
     """A file or directory that decides what root does can be changed by someone else."""
+
+    exit_code = EXIT_NOPERM
+
+
+class NotPermittedError(CortexError):
+    """A command needs root (or the owner of the state) and the caller is not."""
 
     exit_code = EXIT_NOPERM
 

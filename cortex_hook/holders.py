@@ -11,6 +11,7 @@ carry the boot id: nothing from a previous boot is alive.
 
 import os
 
+from .errors import UsageError
 from .model import Record
 from .systemd.leaseunit import lease_unit_of
 
@@ -110,7 +111,10 @@ def current_holder(unit, holder_pid=None):
                       invocation=os.environ.get("INVOCATION_ID"), unit=name)
     cgroup = cgroup_dir(path) if name == unit else None
     pid = holder_pid if holder_pid is not None else (os.getpid() if cgroup else os.getppid())
-    return Holder(pid=pid, pid_start=pid_start_time(pid), boot_id=boot_id(), cgroup=cgroup,
+    start = pid_start_time(pid)
+    if start is None:  # a lease no holder bounds would be reaped at the next allocation
+        raise UsageError(f"--holder-pid {pid}: no such process")
+    return Holder(pid=pid, pid_start=start, boot_id=boot_id(), cgroup=cgroup,
                   invocation=os.environ.get("INVOCATION_ID") if cgroup else None)
 
 

@@ -85,7 +85,8 @@ def faults(health, gpu):
         return [Reason("lost", "lost: the driver answers GPU_IS_LOST")]
     reasons = []
     if gpu.uuid is None:
-        reasons.append(Reason("unidentified", "the driver did not give its UUID"))
+        why = [p for p in gpu.problems if "UUID" in p or p.startswith("uuid")]
+        reasons.append(Reason("unidentified", "; ".join(why) or "the driver did not give its UUID"))
     if health.volatile_uncorrectable_ecc and gpu.ecc_volatile_uncorrected:
         reasons.append(Reason("ecc", f"{gpu.ecc_volatile_uncorrected} volatile uncorrectable ECC "
                                      "error(s) since the driver loaded"))

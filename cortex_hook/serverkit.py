@@ -14,6 +14,7 @@ import re
 from . import rules
 from .errors import did_you_mean
 from .quantities import parse_size
+from .systemd.envfile import steers_execution
 
 
 def for_server(request, name):
@@ -180,11 +181,16 @@ def is_size(v):
 
 
 def is_env_map(v):
-    """An option check: a mapping of environment variable names to values."""
+    """An option check: a mapping of environment variable names to values (none that steers the
+    loader, an interpreter or cortex-hook)."""
     if not isinstance(v, dict) or not all(isinstance(k, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)
                                           and isinstance(x, (str, int)) and not isinstance(x, bool)
                                           for k, x in v.items()):
         return "expected a mapping of environment variable names to values"
+    steering = sorted(k for k in v if steers_execution(k))
+    if steering:
+        return (f"{', '.join(steering)}: steers the dynamic loader, an interpreter or cortex-hook; "
+                "cortex-hook never puts it into a server's environment")
     return None
 
 

@@ -134,7 +134,7 @@ def test_sixteen_processes_six_gpus_exclusive(box, tmp_path, state_exists):
         assert env["CORTEX_HOOK_UNIT"] == u
     assert len({read_env_file(box.env_file(u))["CUDA_VISIBLE_DEVICES"] for u in winners}) == 6
     assert_integrity(box)
-    assert os.stat(box.state).st_mode & 0o777 == 0o644
+    assert os.stat(box.state).st_mode & 0o777 == 0o600
     history = box.json("history", "-n", "100")["history"]
     assert sorted(h["unit"] for h in history if h["action"] == "allocate") == winners
     assert sorted(h["unit"] for h in history if h["action"] == "refuse") == losers

@@ -71,7 +71,7 @@ import pytest
 from .helpers.box import Box, assert_one_line_error, assert_state_intact, uuid_of
 from .helpers.envrules import parse_env_252
 from .helpers.instruments import REPO, require
-from .helpers.kill import TMP_NAME, WAIT_S, KillHarness, env_problem, prepare_box, read_env_text
+from .helpers.kill import TMP_NAME, WAIT_S, KillHarness, env_problem, prepare_box, read_env_text, shared_file
 from .helpers.processes import HolderProcess, proc_start_time
 
 
@@ -246,7 +246,7 @@ def _files(box):
 
 def _unit_files(box):
     """The runtime dir's env files and records (not the memos, not temp files)."""
-    return [f for f in _files(box) if not f.endswith(".cache") and not f.startswith(".")]
+    return [f for f in _files(box) if not shared_file(f) and not f.startswith(".")]
 
 
 @pytest.fixture
@@ -426,7 +426,7 @@ cp {" ".join(memos)} "$RT/"
 dd if=/dev/zero of="$RT/filler" bs={PAGE} count=1 2>/dev/null
 """)
     _assert_refused_73(ns_box, r, history, "ex-a.service.env", "No space left on device")
-    assert sorted(left) == ["filler", "hookplan.cache", "policy.cache"], sorted(left)  # no env/record/temp
+    assert sorted(left) == ["filler", "hookplan.cache", "policy.cache"], sorted(left)  # no env/record/temp/view
 
 
 def test_enospc_with_nothing_free_exits_73_and_leaves_no_lease(ns_box):

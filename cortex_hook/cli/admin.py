@@ -8,8 +8,6 @@ from .render import print_json
 def priority(ctx, args):
     """`priority list | set GPU RANK | order GPU... | clear [GPU...]`."""
     if args.action == "set":
-        if args.rank < 0:
-            raise UsageError("rank must be 0 (first) or more")
         (uuid,) = resolve_refs(ctx, [args.gpu])
         with ctx.open_state() as state:
             state.set_priority(uuid, args.rank)

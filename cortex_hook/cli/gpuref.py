@@ -29,7 +29,7 @@ def resolve_gpu(ref, gpus, seen=None):
         if any(g.uuid == text for g in gpus) or text in (seen or {}):
             return text
         raise UsageError(f"GPU {text}: not present and never seen here (`cortex-hook status` lists GPUs)")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # (`²` is a digit to isdigit, not to int)
         found = [g for g in gpus if g.index == int(text) and not g.is_mig]
         if not found:
             raise UsageError(f"GPU {text}: no GPU with that index (there are {sum(not g.is_mig for g in gpus)})")

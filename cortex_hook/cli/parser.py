@@ -6,6 +6,7 @@ server importing argparse and building a parser.
 """
 
 import argparse
+import re
 import sys
 
 from .. import __version__
@@ -41,6 +42,24 @@ def _common(parser, suppress):
                         help="state database (default $CORTEX_HOOK_STATE or /var/lib/cortex-hook/state.db)")
     parser.add_argument("--runtime-dir", metavar="DIR", default=default,
                         help="env file directory (default $CORTEX_HOOK_RUNTIME_DIR or /run/cortex-hook)")
+
+
+def _bounded(low, high, what):
+    """An argparse type: an integer from LOW to HIGH (ASCII digits; `²` is no number here)."""
+    def parse(text):
+        if not re.fullmatch(r"-?[0-9]+", text.strip()):
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}")
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be from {low} to {high}, not {text}")
+        return value
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+PID = _bounded(1, 2**22, "a process id")  # the kernel's pid_max is at most 2^22
+RANK = _bounded(0, 10**6, "a rank")
+COUNT = _bounded(1, 10**6, "a count")
 
 
 class _Skipped:
@@ -80,7 +99,7 @@ def build_parser(only=None):
     s = cmd("allocate", "choose GPUs for UNIT, lease them, write its env file")
     s.add_argument("unit")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--holder-pid", type=int, metavar="PID",
+    s.add_argument("--holder-pid", type=PID, metavar="PID",
                    help="process whose life bounds the lease outside systemd (default: the caller)")
     s = cmd("release", "give back UNIT's GPUs and remove its env file (idempotent)")
     s.add_argument("unit")
@@ -94,7 +113,7 @@ def build_parser(only=None):
     pl.add_argument("--json", action="store_true")
     ps = psub.add_parser("set", help="move GPU to RANK (0 = first), shifting the others", parents=[common])
     ps.add_argument("gpu")
-    ps.add_argument("rank", type=int)
+    ps.add_argument("rank", type=RANK)
     po = psub.add_parser("order", help="set the whole order, first = best", parents=[common])
     po.add_argument("gpus", nargs="+", metavar="GPU")
     pc = psub.add_parser("clear", help="forget the order (or only the GPUs named)", parents=[common])
@@ -106,7 +125,7 @@ def build_parser(only=None):
     s.add_argument("gpu")
     s = cmd("history", "recent decisions")
     s.add_argument("unit", nargs="?")
-    s.add_argument("-n", type=int, default=20, metavar="N")
+    s.add_argument("-n", type=COUNT, default=20, metavar="N")
     s.add_argument("--json", action="store_true")
     s = cmd("validate", "check a policy file without touching anything")
     s.add_argument("file", nargs="?")

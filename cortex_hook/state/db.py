@@ -16,23 +16,30 @@ from contextlib import contextmanager
 from ..errors import StateError
 from ..files.trust import check_trusted
 from ..model import Drain, Lease, Snapshot
-from .jsonsql import json_sql
-from .schema import DEFAULT_HISTORY_LIMIT, MIGRATIONS, SCHEMA_VERSION, statements
+from . import view
+from .create import create as create_database
+from .jsonsql import history_dicts, json_sql
+from .schema import DEFAULT_HISTORY_LIMIT, SCHEMA_VERSION, migrate
 
 BUSY_TIMEOUT_S = 60.0
 
 class State:
     """An open state database. Use `State.open()`; close with `close()` or `with`."""
 
-    def __init__(self, conn, path, transient=False):
+    def __init__(self, conn, path, transient=False, runtime_dir=None):
         self.conn = conn
         self.path = path
         self.transient = transient
+        self.runtime_dir = runtime_dir
+        self._committed = False  # a write was committed: publish the view at close
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path, create=True, check_owner=True, transient=False):
+    def open(cls, path, create=True, check_owner=True, transient=False, runtime_dir=None):
         """Open (and, if CREATE, create or migrate) the database at PATH.
+
+        RUNTIME_DIR is where its view is published after a change (state/view.py), and what a
+        lost database is rebuilt from (state/create.py).
 
         TRANSIENT is for a process that writes only what a reboot voids (leases, and the history
         and GPUs seen beside them) and then ends with os._exit: the start path. Its commits are
@@ -41,28 +48,31 @@ class State:
         commit is synced (synchronous=FULL): a priority or drain an admin sets is on disk when
         the command returns."""
         directory = os.path.dirname(os.path.abspath(path))
-        _refuse_symlink(path)
-        exists = os.path.exists(path)
-        if not exists and not create:
-            raise StateError(f"state {path}: no such file (nothing allocated yet?)")
-        if not exists:
+        st = _existing(path)
+        if st is None:
+            if not create:
+                raise StateError(f"state {path}: no such file (nothing allocated yet?)")
             try:
-                os.makedirs(directory, mode=0o755, exist_ok=True)
+                os.makedirs(directory, mode=0o700, exist_ok=True)
             except OSError as exc:
                 raise StateError(f"state {path}: cannot create {directory}: {exc.strerror}") from None
-        if check_owner:  # the file's check covers the directories above it
-            if exists:
-                check_trusted(path, "state")
-            else:
+            if check_owner:
                 check_trusted(directory, "state directory")
+            create_database(path, runtime_dir)
+        elif st.st_size == 0:
+            raise StateError(f"state {path}: empty (0 bytes), truncated; it is left untouched (move it "
+                             "aside: a new one gets the leases of running units back from their records)")
+        if check_owner:  # the file's check covers the directories above it
+            check_trusted(path, "state")
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
         except sqlite3.Error as exc:
             raise StateError(f"state {path}: cannot open: {exc}") from None
-        state = cls(conn, path, transient)
+        state = cls(conn, path, transient, runtime_dir)
         try:
             state._prepare(create)
+            _owner_only(path)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StateError(_explain_db_error(path, exc)) from None
@@ -86,12 +96,7 @@ class State:
                 raise StateError(f"state {self.path}: schema version {version}; run a write command to migrate")
             self._use_wal()
             with self.write():
-                version = c.execute("PRAGMA user_version").fetchone()[0]
-                for step in range(version, SCHEMA_VERSION):
-                    for statement in statements(MIGRATIONS[step]):
-                        c.execute(statement)
-                    c.execute(f"PRAGMA user_version = {step + 1}")
-            os.chmod(self.path, 0o644)
+                migrate(c, c.execute("PRAGMA user_version").fetchone()[0])
         c.execute("PRAGMA synchronous=NORMAL" if self.transient else "PRAGMA synchronous=FULL")
 
     def _use_wal(self):
@@ -116,7 +121,12 @@ class State:
         and stop. Left open, the committed transactions stay in the WAL, where the next
         connection reads them, and the exit releases the locks. The WAL is checkpointed by
         SQLite's own autocheckpoint (1000 pages) or by the next command that closes. The
-        Context that opened a transient State keeps it until the exit (context.py)."""
+        Context that opened a transient State keeps it until the exit (context.py).
+
+        A State that changed the database first publishes its view (state/view.py)."""
+        if self.runtime_dir and self._committed:
+            self._committed = False
+            view.publish(self, self.runtime_dir)
         if not self.transient:
             self.conn.close()
 
@@ -144,14 +154,17 @@ class State:
         try:
             yield c
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             raise
         else:
             try:
                 c.execute("COMMIT")
             except sqlite3.Error as exc:
-                c.execute("ROLLBACK")
+                if c.in_transaction:  # SQLite may have rolled back already (a full disk does)
+                    c.execute("ROLLBACK")
                 raise StateError(f"state {self.path}: commit failed: {exc}") from None
+            self._committed = True
 
     def snapshot(self):
         """Priorities, drains and leases, as the planner sees them."""
@@ -287,17 +300,18 @@ class State:
                                 row + [json.dumps(detail, sort_keys=True)])
             c.execute("DELETE FROM history WHERE id <= ?", (cur.lastrowid - limit,))
 
-    def history(self, unit=None, limit=50):
-        """The last LIMIT history rows (newest last) as dicts."""
+    def history_rows(self, unit=None, limit=50):
+        """The last LIMIT history rows (UNIT's, or all), newest first, as stored."""
         sql = "SELECT id, at, unit, action, gpus, detail FROM history"
         args = ()
         if unit:
             sql += " WHERE unit = ?"
             args = (unit,)
-        import json  # reading the history is never on the start path
-        rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", args + (limit,)).fetchall()
-        return [{"id": i, "at": at, "unit": u, "action": a, "gpus": [g for g in gpus.split(",") if g],
-                 "detail": json.loads(d)} for i, at, u, a, gpus, d in reversed(rows)]
+        return self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", args + (limit,)).fetchall()
+
+    def history(self, unit=None, limit=50):
+        """The last LIMIT history rows (newest last) as dicts."""
+        return history_dicts(self.history_rows(unit, limit))
 
     # -- GPUs seen ------------------------------------------------------------------------------
     def remember_gpus(self, gpus):
@@ -314,17 +328,32 @@ class State:
                 self.conn.execute("SELECT uuid, idx, name, pci_bus_id, last_seen FROM gpu_seen")}
 
 
-def _refuse_symlink(path):
+def _existing(path):
+    """The lstat of the state file at PATH, or None if there is none; a symlink or anything but a
+    regular file is refused."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
         raise StateError(f"state {path}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
         raise StateError(f"state {path}: is a symlink; refusing it (point --state at the real file)")
     if not stat.S_ISREG(st.st_mode):
         raise StateError(f"state {path}: not a regular file")
+    return st
+
+
+def _owner_only(path):
+    """The database and its WAL files readable by their owner alone (earlier versions made them
+    0644: anyone could then hold a lock on them and stop every start)."""
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            st = os.stat(name)
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(name, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            pass
 
 
 def _explain_db_error(path, exc):

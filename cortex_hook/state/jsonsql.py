@@ -1,4 +1,5 @@
-"""Writing JSON with SQLite's own JSON functions, so the start path never imports json."""
+"""The history's JSON detail: written with SQLite's own JSON functions, so the start path never
+imports json, and read back (by commands that show it) with json."""
 
 
 def json_sql(value, params):
@@ -19,3 +20,10 @@ def json_sql(value, params):
         return "NULL"
     params.append(value)
     return "?"
+
+
+def history_dicts(rows):
+    """History ROWS (id, at, unit, action, gpus, detail JSON), newest first, as dicts oldest first."""
+    import json  # reading the history is never on the start path
+    return [{"id": i, "at": at, "unit": u, "action": a, "gpus": [g for g in gpus.split(",") if g],
+             "detail": json.loads(d)} for i, at, u, a, gpus, d in reversed(rows)]

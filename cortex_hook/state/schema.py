@@ -69,3 +69,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def statements(script):
     """The SQL statements of a migration script."""
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def migrate(conn, version):
+    """Bring the database on CONN from schema VERSION to SCHEMA_VERSION (inside the caller's
+    transaction)."""
+    for step in range(version, SCHEMA_VERSION):
+        for statement in statements(MIGRATIONS[step]):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {step + 1}")

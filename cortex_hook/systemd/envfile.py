@@ -10,6 +10,15 @@ import re
 from ..errors import UsageError
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# names no env file of cortex-hook may set: they steer the dynamic loader (LD_*), what an
+# interpreter runs (PATH, PYTHON*), or cortex-hook itself (CORTEX_HOOK_*; CORTEX_HOOK_UNIT is ours)
+STEERING = re.compile(r"LD_[A-Z0-9_]*|PATH|PYTHON[A-Z0-9_]*|CORTEX_HOOK_[A-Z0-9_]*")
+OWN_VARIABLES = ("CORTEX_HOOK_UNIT",)
+
+
+def steers_execution(name):
+    """True for an environment variable an env file must never set (STEERING, not ours)."""
+    return bool(STEERING.fullmatch(name)) and name not in OWN_VARIABLES
 _ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
 
 
@@ -18,6 +27,9 @@ def check_env(env):
     for name, value in env.items():
         if not _NAME.fullmatch(name):
             raise UsageError(f"environment variable name {name!r} is not valid")
+        if steers_execution(name):
+            raise UsageError(f"environment variable {name}: steers the dynamic loader, an interpreter or "
+                             "cortex-hook; never written into an env file")
         if not isinstance(value, str):
             raise UsageError(f"environment variable {name}: value must be text, got {type(value).__name__}")
         if "\0" in value:

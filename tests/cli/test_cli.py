@@ -88,7 +88,7 @@ def test_no_gpu_is_exit_69_with_one_line(box):
 
 @pytest.mark.parametrize("args, needle", [
     (["plan", "a b"], "' '"), (["plan", "vllm@"], "template"), (["plan", "x.socket"], "only .service"),
-    (["plan"], "required"), (["frobnicate"], "invalid choice"), (["priority", "set", "0", "first"], "invalid int"),
+    (["plan"], "required"), (["frobnicate"], "invalid choice"), (["priority", "set", "0", "first"], "must be a whole number"),
 ])
 def test_usage_errors_are_exit_2_one_line(box, args, needle):
     two_gpus(box)

@@ -91,6 +91,12 @@ class UnitModel:
         self.holder = None
 
 
+def shared_file(name):
+    """A runtime dir file of no unit: the memos (`*.cache`) and the state's view, rewritten whole
+    (write_atomic) by whichever command runs; a half one would show as a bad memo or view."""
+    return name.endswith(".cache") or name == "state.view"
+
+
 def read_env_text(path):
     try:
         with open(path, "rb") as f:
@@ -487,7 +493,7 @@ class KillHarness:
         for name in names:
             path = os.path.join(self.box.runtime, name)
             tmp = TMP_NAME.fullmatch(name)
-            if name.endswith(".cache"):
+            if shared_file(name):
                 continue
             if tmp:
                 pid = int(tmp.group("pid"))
@@ -563,7 +569,7 @@ class KillHarness:
                 self.problem("bad-exit", f"final release {unit}: exit {r.returncode}: {r.stderr!r}")
             self.model[unit] = UnitModel()
         self.check("after releasing every unit")
-        left = [n for n in os.listdir(box.runtime) if not n.endswith(".cache") and not TMP_NAME.fullmatch(n)] \
+        left = [n for n in os.listdir(box.runtime) if not shared_file(n) and not TMP_NAME.fullmatch(n)] \
             if os.path.isdir(box.runtime) else []
         if left or self._lease_rows():
             self.problem("unrepaired", f"after releasing every unit: files {left}, leases {self._lease_rows()}")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cortex_hook.holders import Holder
 from cortex_hook.state import SCHEMA_VERSION, State
 
-from ..helpers.box import assert_one_line_error, assert_state_intact, gpu_desc, gpus_box, query, uuid_of
+from ..helpers.box import assert_one_line_error, assert_state_intact, fingerprint, gpu_desc, gpus_box, query, uuid_of
 from ..helpers.processes import HolderProcess
 
 
@@ -21,16 +21,20 @@ A, B, C, D = uuid_of(0), uuid_of(1), uuid_of(2), uuid_of(3)
 
 
 # -- a fresh database ---------------------------------------------------------------------------
-def test_fresh_database_is_wal_current_schema_and_0644(tmp_path):
+def test_fresh_database_is_wal_current_schema_and_the_owners_alone(tmp_path):
+    """0600 in a 0700 directory: nobody else can open it, or its WAL files, even to take a lock."""
     path = str(tmp_path / "var" / "state.db")
-    old = os.umask(0o077)  # a tight umask: the 0644 must come from cortex-hook, not from us
+    old = os.umask(0o022)  # a loose umask: the 0600 must come from cortex-hook, not from us
     try:
-        State.open(path).close()
+        with State.open(path) as state:
+            state.drain(A, "to make a WAL")
+            assert {os.stat(path + suffix).st_mode & 0o7777 for suffix in ("", "-wal", "-shm")} == {0o600}
     finally:
         os.umask(old)
+    assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert os.stat(path).st_mode & 0o7777 == 0o644
+    assert os.stat(path).st_mode & 0o7777 == 0o600
     tables = {n for (n,) in query(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"priority", "drain", "lease", "history", "gpu_seen"} <= tables
 
@@ -118,10 +122,15 @@ def test_history_json_newest_last_and_per_unit(box):
 
 
 # -- migrations ---------------------------------------------------------------------------------
-def test_empty_database_at_version_0_is_migrated(tmp_path):
+def version_0_database(path):
+    """An SQLite database that is not empty and has never been migrated (user_version 0)."""
+    query(path, "CREATE TABLE unrelated (x)")
+    assert query(path, "PRAGMA user_version") == [(0,)] and os.path.getsize(path) > 0
+
+
+def test_database_at_version_0_is_migrated(tmp_path):
     path = str(tmp_path / "state.db")
-    open(path, "wb").close()  # an empty file is an SQLite database with user_version 0
-    assert query(path, "PRAGMA user_version") == [(0,)]
+    version_0_database(path)
     with State.open(path) as state:
         state.set_priority_order([B, A])
     assert query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
@@ -132,11 +141,12 @@ def test_empty_database_at_version_0_is_migrated(tmp_path):
 def test_version_0_database_is_not_migrated_by_a_read_only_command(box):
     gpus_box(box, 1)
     os.makedirs(os.path.dirname(box.state))
-    open(box.state, "wb").close()
+    version_0_database(box.state)
+    before = fingerprint(box.state)
     r = box.cli("history")
     assert r.returncode == 74
     assert_one_line_error(r.stderr, "schema version 0", "migrate")
-    assert os.path.getsize(box.state) == 0
+    assert fingerprint(box.state) == before
 
 
 def test_current_database_is_not_migrated_again(tmp_path):
