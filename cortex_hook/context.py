@@ -72,7 +72,7 @@ class Context:
         A user who cannot open the database (it is root's alone) gets its view instead: the same
         answers, read-only (state/view.py). On the fast-exit path the State is kept here after
         `close()`, so its connection lives until the process ends (state.State.close)."""
-        if not self._may_open_state():
+        if not self.may_open_state():
             from .state.view import StateView
             return StateView(self.runtime_dir, self.state_path)
         from .state import State  # sqlite3: never in a long-running supervisor that reuses a record
@@ -81,8 +81,9 @@ class Context:
             self._kept.append(state)
         return state
 
-    def _may_open_state(self):
-        """Root may, and so may whoever can write the database (or, with none yet, its directory)."""
+    def may_open_state(self):
+        """Root may open the database, and so may whoever can write it (or, with none yet, its
+        directory); anyone else gets the view."""
         if os.geteuid() == 0:
             return True
         path = self.state_path

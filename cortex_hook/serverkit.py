@@ -14,7 +14,7 @@ import re
 from . import rules
 from .errors import did_you_mean
 from .quantities import parse_size
-from .systemd.envfile import steers_execution
+from .systemd.envfile import STEERING
 
 
 def for_server(request, name):
@@ -187,7 +187,7 @@ def is_env_map(v):
                                           and isinstance(x, (str, int)) and not isinstance(x, bool)
                                           for k, x in v.items()):
         return "expected a mapping of environment variable names to values"
-    steering = sorted(k for k in v if steers_execution(k))
+    steering = sorted(k for k in v if STEERING.fullmatch(k))  # CORTEX_HOOK_UNIT too: that one is ours
     if steering:
         return (f"{', '.join(steering)}: steers the dynamic loader, an interpreter or cortex-hook; "
                 "cortex-hook never puts it into a server's environment")

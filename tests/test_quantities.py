@@ -29,3 +29,9 @@ def test_durations():
         with pytest.raises(ValueError):
             parse_duration(bad)
     assert format_duration(5400) == "1h30m" and format_duration(0) == "0s"
+
+
+def test_systemd_time_spans_are_exact():
+    from cortex_hook.quantities import systemd_timespan
+    assert [systemd_timespan(s) for s in (12 * 86400, 30, 1.5, 0.25, 3600.000001)] == \
+        ["1036800s", "30s", "1500000us", "250000us", "3600000001us"]

@@ -456,3 +456,28 @@ def test_read_only_runtime_dir_exits_73_and_leaves_no_lease(ns_box, how):
         assert left == {"ex-a.service.env": b'CUDA_VISIBLE_DEVICES="stale"\n'}
     else:
         assert left == {}
+
+
+def test_a_full_state_disk_is_one_line_with_sqlites_reason_and_leaves_no_runtime_file(ns_box):
+    """The state database's file system is full: the allocation cannot commit. It used to say
+    `cannot rollback - no transaction is active` and leave an env file and a record naming a GPU
+    the unit does not hold; now SQLite's own reason, exit 74, and nothing of that start is left."""
+    state_dir = os.path.dirname(ns_box.state)
+    saved = os.path.join(ns_box.root, "state-copy")
+    shutil.copytree(state_dir, saved)
+    used = sum(os.path.getsize(os.path.join(saved, n)) for n in os.listdir(saved))
+    script = f"""
+set -e
+mount -t tmpfs -o size={used + 8 * PAGE},mode=0700 tmpfs {state_dir}
+cp -a {saved}/. {state_dir}/
+dd if=/dev/zero of={state_dir}/filler bs={PAGE} count=64 2>/dev/null || true
+set +e
+"$PY" -m cortex_hook allocate ex-a --holder-pid {os.getpid()}
+"""
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], env=ns_box.env(PY=sys.executable),
+                       capture_output=True, text=True, timeout=WAIT_S, cwd=REPO)
+    assert r.returncode == 74, (r.returncode, r.stdout, r.stderr)
+    line = assert_one_line_error(r.stderr, "full")
+    assert "rollback" not in line
+    assert sorted(_unit_files(ns_box)) == ["ex-b.service.env", "ex-b.service.record"]  # ex-a left nothing
+    assert leases_of(ns_box) == [("ex-b.service", uuid_of(0))]  # the real database, untouched

@@ -11,7 +11,7 @@ from ..systemd.unitname import normalize_unit
 def release(ctx, args):
     """Give back a unit's GPUs and remove its runtime files (idempotent)."""
     unit = normalize_unit(args.unit)
-    if not os.path.exists(ctx.state_path):  # nothing was ever allocated: create nothing
+    if ctx.may_open_state() and not os.path.exists(ctx.state_path):  # nothing was ever allocated: create nothing
         clear_start(ctx.runtime_dir, unit)
         print(f"{unit}: held no GPU")
         return 0

@@ -1,6 +1,7 @@
 """The command line as a sysadmin and systemd use it: exit codes, one-line errors, the env file,
 the journal prefix, inherited CUDA_VISIBLE_DEVICES, waiting, and the CPU fallback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -89,6 +90,10 @@ def test_no_gpu_is_exit_69_with_one_line(box):
 @pytest.mark.parametrize("args, needle", [
     (["plan", "a b"], "' '"), (["plan", "vllm@"], "template"), (["plan", "x.socket"], "only .service"),
     (["plan"], "required"), (["frobnicate"], "invalid choice"), (["priority", "set", "0", "first"], "must be a whole number"),
+    (["priority", "set", "²", "0"], "an index"), (["drain", "²", "--reason", "x"], "an index"),
+    (["priority", "set", "0", "²"], "must be a whole number"), (["history", "-n", "99999999999999999999"], "from 1"),
+    (["allocate", "a", "--holder-pid", "99999999999999999999"], "from 1"),
+    (["allocate", "a", "--holder-pid", "0"], "from 1"), (["allocate", "a", "--holder-pid", "4194303"], "no such process"),
 ])
 def test_usage_errors_are_exit_2_one_line(box, args, needle):
     two_gpus(box)
@@ -248,6 +253,32 @@ def test_env_file_name_is_what_systemds_glob_reads(box):
     assert clash.returncode == 2
     assert_one_line_error(clash.stderr, "would read the same env file vllm@myx2dmodel.service.env")
     assert [l["unit"] for l in box.json("leases")["leases"]] == ["vllm@my\\x2dmodel.service"]
+    # the other name's release leaves the running unit's env file alone
+    assert box.cli("release", "vllm@myx2dmodel").returncode == 0
+    assert os.path.exists(os.path.join(box.runtime, "vllm@myx2dmodel.service.env"))
+    assert box.cli("release", "vllm@my\\x2dmodel").returncode == 0
+    assert not os.path.exists(os.path.join(box.runtime, "vllm@myx2dmodel.service.env"))
+
+
+def test_an_inherited_index_that_is_no_ascii_number_names_no_gpu(box):
+    """CUDA_VISIBLE_DEVICES=² ('²'.isdigit() is true, int('²') fails): no GPU, said so, not exit 70."""
+    box.write_gpus([gpu_desc(0)])
+    box.write_policy("services:\n  - match: '*'\n")
+    r = box.cli("allocate", "a", "--json", env=box.env(CUDA_VISIBLE_DEVICES="²"))
+    assert r.returncode == 69, r.stderr
+    assert "inherited CUDA_VISIBLE_DEVICES entry '²' names no GPU" in json.loads(r.stdout)["notes"][0]
+
+
+def test_the_clash_is_named_even_when_the_other_name_would_be_refused_anyway(box):
+    """A second name that would read the first's env file is refused for that, not for a GPU the
+    inherited CUDA_VISIBLE_DEVICES of that env file hides (what systemd once handed it)."""
+    box.write_gpus([gpu_desc(0), gpu_desc(1)])
+    box.write_policy("services:\n  - match: '*'\n")
+    assert box.cli("allocate", "vllm@a\\x2db").returncode == 0
+    inherited = box.env(CUDA_VISIBLE_DEVICES=uuid_of(0), CORTEX_HOOK_UNIT="vllm@a\\x2db.service")
+    clash = box.cli("allocate", "vllm@ax2db", env=inherited)
+    assert clash.returncode == 2
+    assert_one_line_error(clash.stderr, "would read the same env file")
 
 
 def test_plan_shows_the_command_and_keeps_its_options_apart(box):

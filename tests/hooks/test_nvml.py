@@ -302,6 +302,22 @@ def test_lost_gpu_is_excluded_and_status_survives(nvml_box):
     assert codes(v) == ["lost"] and v["selected"] is False and v["score"] is None
 
 
+def test_gpus_the_driver_gives_one_uuid_are_unidentified_not_an_internal_error(nvml_box):
+    """Two GPUs reporting the same UUID: neither can be named safely in CUDA_VISIBLE_DEVICES, so
+    both are rejected as unidentified, saying why (it was exit 74, UNIQUE constraint failed)."""
+    twin = uuid_of(9)
+    nvml_box.write_gpus([gpu_desc(0, uuid=twin), gpu_desc(1, uuid=twin), gpu_desc(2)])
+    nvml_box.write_policy("services:\n  - match: 'pair*'\n    gpus: 2\n  - match: '*'\n", inventory="nvml")
+    r = nvml_box.cli("allocate", "pair", "--json")
+    assert r.returncode == 69, r.stderr
+    verdicts = {v["index"]: v for v in json.loads(r.stdout)["verdicts"]}
+    for i, other in ((0, "GPU 1"), (1, "GPU 0")):
+        (reason,) = [x for x in verdicts[i]["reasons"] if x["code"] == "unidentified"]
+        assert f"the UUID of {other} ({twin})" in reason["text"]
+    assert nvml_box.json("leases")["leases"] == []
+    assert nvml_box.cli("allocate", "one").returncode == 0  # GPU 2 is fine
+
+
 def test_lost_gpu_is_skipped_even_when_ranked_first(nvml_box):
     """The admin ranked GPU 1 first; once the driver reports it lost, GPU 0 (rank 1) is chosen."""
     nvml_box.write_gpus([gpu_desc(0), gpu_desc(1), gpu_desc(2)]).write_policy(ONE_GPU, inventory="nvml")

@@ -53,7 +53,11 @@ def test_validate_unknown_option(box, server, option, key, message):
     ("vllm", "smoke_test: maybe", "smoke_test", "expected true or false, got 'maybe'"),
     ("vllm", "no_nvlink_env: PHB", "no_nvlink_env", "expected a mapping of environment variable names to values"),
     ("vllm", "no_nvlink_env: {1BAD: x}", "no_nvlink_env", "expected a mapping of environment variable names to values"),
-] + [(s, "flags: mine", "flags", "expected one of theirs, ours, got 'mine'")
+] + [("vllm", f"no_nvlink_env: {{{name}: /home/llm/x}}", "no_nvlink_env",
+      f"{name}: steers the dynamic loader, an interpreter or cortex-hook; cortex-hook never puts it into a "
+      "server's environment")
+     for name in ("LD_PRELOAD", "LD_LIBRARY_PATH", "PATH", "PYTHONPATH", "PYTHONSTARTUP", "CORTEX_HOOK_POLICY",
+                  "CORTEX_HOOK_UNIT")] + [(s, "flags: mine", "flags", "expected one of theirs, ours, got 'mine'")
      for s in ("llama.cpp", "vllm", "triton", "sglang", "tgi", "ollama")])
 def test_validate_bad_option_value(box, server, option, key, message):
     lines = policy_with_options(box, server, ["flags: theirs", option] if key != "flags" else [option])

@@ -99,3 +99,16 @@ def test_state_path_that_is_a_symlink_is_refused(box, tmp_path):
         assert r.returncode == 74, (args, r.stdout, r.stderr)
         assert_one_line_error(r.stderr, "symlink")
     assert fingerprint(real) == before and os.path.islink(box.state)
+
+
+def test_an_empty_state_file_is_refused_not_rebuilt(box):
+    """A 0-byte state.db (a truncated one) used to be taken for a fresh database: the live leases,
+    priorities and drains gone without a word, GPUs handed out twice."""
+    gpus_box(box, 1)
+    os.makedirs(os.path.dirname(box.state))
+    open(box.state, "wb").close()
+    for args in (("allocate", "a"), ("release", "a"), ("priority", "order", "0"), ("leases",)):
+        r = box.cli(*args)
+        assert r.returncode == 74, (args, r.stderr)
+        assert_one_line_error(r.stderr, "empty (0 bytes)", "left untouched")
+    assert os.path.getsize(box.state) == 0 and not os.path.exists(box.env_file("a.service"))

@@ -158,6 +158,31 @@ def test_isolate_lets_the_unit_open_only_its_gpu(host):
     assert host.leases() == []
 
 
+def test_isolate_locks_a_cpu_fallback_out_of_every_gpu(host):
+    """on_unavailable: cpu with no GPU free: the unit starts on CPU with DevicePolicy=closed and no
+    NVIDIA node at all (it kept DevicePolicy=auto, and could open a GPU another unit holds alone)."""
+    import errno
+    host.setup("isolate: true\nservices:\n  - match: llm.service\n    on_unavailable: cpu\n",
+               gpus=[gpu_desc(0, minor_number=0)])
+    host.cortex("drain", "0", "--reason", "held elsewhere")
+    script = host.out / "open.py"
+    script.write_text(OPEN_DEVICES)
+    result = host.out / "opened.json"
+    host.sb.write_unit("llm.service", f"[Service]\nUser=nobody\nExecStart={host.sb.python} {script} {result} "
+                                      "/dev/nvidia0 /dev/nvidiactl /dev/null\n")
+    host.install("llm.service", "env")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    opened = host.record(result)
+    assert host.decision("llm.service")["launch"]["env"]["CUDA_VISIBLE_DEVICES"] == "-1"
+    assert opened["/dev/nvidia0"] == errno.EPERM and opened["/dev/nvidiactl"] == errno.EPERM
+    assert opened["/dev/null"] == "opened"
+    props = host.sb.show("llm.service", "DevicePolicy", "DeviceAllow")
+    assert props["DevicePolicy"] == "closed" and "nvidia" not in props.get("DeviceAllow", "")
+    host.sb.stop("llm.service")
+    assert host.sb.prop("llm.service", "DevicePolicy") == "auto"
+
+
 # -- what we write, read back by the real systemd ---------------------------------------------------
 HOSTILE_ARGS = ['plain', 'with space', 'dq"uote', "sq'uote", 'back\\slash', 'per%cent', '%n', 'dollar$HOME',
                 '${NOT_EXPANDED}', 'semi;colon', 'tab\there', 'new\nline', 'ünïcödé', '', '--flag=a b']

@@ -99,8 +99,14 @@ def test_property_any_text_without_nul_round_trips(env):
     ({"A\n": "x"}, "not valid"),
     ({"A": 1}, "must be text"),
     ({"A": "\ud800"}, "UTF-8"),
-])
+] + [({name: "/home/llm/x"}, "steers the dynamic loader") for name in
+     ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PATH", "PYTHONPATH", "PYTHONHOME", "CORTEX_HOOK_POLICY")])
 def test_render_env_rejects_nul_and_invalid_names(env, needle):
     with pytest.raises(UsageError) as info:
         render_env(env)
     assert needle in str(info.value)
+
+
+def test_an_env_file_names_the_unit_it_was_written_for():
+    """CORTEX_HOOK_UNIT is cortex-hook's own: the one CORTEX_HOOK_* name an env file holds."""
+    assert render_env({"CORTEX_HOOK_UNIT": "a.service"}) == 'CORTEX_HOOK_UNIT="a.service"\n'

@@ -151,7 +151,7 @@ def test_generated_dropins_lease_gpus_for_a_unit_and_a_template(host):
 
 
 # -- 2. systemd-analyze verify ---------------------------------------------------------------------
-VERIFIED = GENERATED + """\
+VERIFIED = GENERATED.replace("    install: supervise\n", "    install: supervise\n    watchdog: 12d\n") + """\
   - match: tgi.service
     install: exec
 """
@@ -176,6 +176,9 @@ def test_generated_dropins_pass_systemd_analyze_verify_silently(host):
                          ("vllm@m1.service", "vllm@.service")):
         assert exists(host, generated(target))
         assert verify(unit) == (0, "", "")
+        assert verify(lease_unit_of(unit)) == (0, "", "")
+    # 12 days, exactly (verify above is silent); `WatchdogSec=1.0368e+06s`, what %g wrote, is refused
+    assert "\nWatchdogSec=1036800s\n" in host.sb.read(generated("vllm@.service"))
 
     # the control: verify does read the generator's directory
     planted = f"{NORMAL_DIR}/llm.service.d/zz-planted.conf"
@@ -301,6 +304,61 @@ def test_broken_policy_keeps_the_generated_units_from_starting(host, kind):
     assert leased(host) == [("llm.service", uuid_of(0))]
     host.sb.stop("llm.service")
     assert host.leases() == []
+
+
+SUPERVISED_WATCHDOG = f"""\
+services:
+  - match: vllm@*.service
+    install: supervise
+    readiness: http://127.0.0.1:{VLLM_PORT}/health
+    watchdog: 2s
+"""
+
+
+def watchdog_pings(host, unit):
+    """Wait until systemd has received two more WATCHDOG=1 from UNIT (it is fed, not cut off)."""
+    seen = []
+
+    def fed():
+        stamp = host.sb.prop(unit, "WatchdogTimestampMonotonic")
+        if not seen or seen[-1] != stamp:
+            seen.append(stamp)
+        return len(seen) >= 3
+    host.sb.wait_for(fed, f"{unit} to keep feeding its watchdog", timeout=30, unit=unit)
+
+
+@systemd
+def test_a_broken_policy_and_a_reload_never_touch_a_running_server(host):
+    """A typo in the policy and a daemon-reload used to turn every managed unit's drop-in to env
+    mode: a running supervised server became Type=simple, its READY and watchdog pings were refused,
+    and systemd killed it. Now the running unit keeps its drop-in; only new starts fail, saying why.
+    A valid edit that would change a running unit's drop-in waits until it stops."""
+    host.setup(SUPERVISED_WATCHDOG)
+    vllm_template(host)
+    install_generator(host)
+    assert reload(host)["units"] == {"vllm@.service": "supervise"}
+    host.sb.systemctl("start", "vllm@m1.service", check=True)
+    pid = host.sb.prop("vllm@m1.service", "MainPID")
+
+    host.box.write_policy(SUPERVISED_WATCHDOG + "    gpus: lots\n", inventory="nvml")
+    status = reload(host)
+    assert status["ok"] is False and status["units"] == {"vllm@.service": "supervise"}
+    st = host.sb.show("vllm@m1.service", "Type", "NotifyAccess", "KillMode", "ActiveState", "MainPID")
+    assert (st["Type"], st["NotifyAccess"], st["KillMode"], st["ActiveState"], st["MainPID"]) == \
+        ("notify", "main", "mixed", "active", pid)
+    watchdog_pings(host, "vllm@m1.service")
+    assert host.sb.prop("vllm@m1.service", "MainPID") == pid and "reception is disabled" not in \
+        host.sb.journal("vllm@m1.service")
+    r = host.sb.systemctl("start", "vllm@m2.service")
+    assert r.returncode != 0 and host.sb.prop(lease_unit_of("vllm@m2.service"), "ExecMainStatus") == "78"
+
+    host.box.write_policy(SUPERVISED_WATCHDOG.replace("install: supervise", "install: env"), inventory="nvml")
+    status = reload(host)
+    assert status["ok"] is True and status["units"] == {"vllm@.service": "supervise"}
+    assert status["pending"] == {"vllm@.service": "keeps its supervise drop-in while it runs"}
+    watchdog_pings(host, "vllm@m1.service")
+    host.sb.stop("vllm@m1.service")
+    assert reload(host)["units"] == {"vllm@.service": "env"}  # applied once it no longer runs
 
 
 # -- 5. the generator never asks the driver -----------------------------------------------------------
@@ -594,3 +652,65 @@ def test_installed_generator_script_runs_as_systemd_runs_it(tmp_path):
     from cortex_hook.policy import load as policyload
     parsed = policyload.load_memo(str(runtime), policyload.key_of(box.policy, os.stat(box.policy)))
     assert [(s.match, s.install) for s in parsed.services] == [("llm.service", "env")]  # left for the starts
+
+
+# -- what the generator trusts ---------------------------------------------------------------------
+def _generate(tmp_path, policy_dir, broken):
+    """`cortex-hook generate` as systemd runs it, with the policy in POLICY_DIR (BROKEN or not);
+    -> (the status it wrote, the NORMAL_DIR it wrote into)."""
+    (tmp_path / "box").mkdir(exist_ok=True)
+    box = Box(tmp_path / "box")
+    box.write_gpus([])
+    policy = os.path.join(policy_dir, "policy.yaml")
+    with open(policy, "w") as f:
+        f.write("version: 1\nservices:\n  - match: llm.service\n    install: env\n" + ("    gpus: lots\n" if broken else ""))
+    os.chmod(policy, 0o644)
+    runtime, normal = tmp_path / "run", tmp_path / "generator"
+    normal.mkdir(exist_ok=True)
+    r = cli("--policy", policy, "--state", box.state, "--runtime-dir", str(runtime), "generate", str(normal),
+            str(tmp_path / "early"), str(tmp_path / "late"), "--program", sys.executable, cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (0, "")
+    return json.loads((runtime / "generator.status").read_text()), normal
+
+
+def test_a_units_list_another_user_planted_is_ignored(tmp_path):
+    """In a sticky world-writable policy directory (allowed for the policy) another user planted the
+    generator's list of last good units: sshd.service, a path out of the generator's directory, a
+    name with a space. With a broken policy none of them gets a drop-in or a directory."""
+    pdir = tmp_path / "etc"
+    pdir.mkdir()
+    os.chmod(pdir, 0o1777)
+    planted = pdir / ".generated-units"
+    entry = {"mode": "env", "dropin": "# Written by cortex-hook (mode env)\n[Service]\nExecStartPre=/bin/false\n"}
+    planted.write_text(json.dumps({"units": {n: entry for n in ("sshd.service", "../../../../tmp/evil.service",
+                                                                "foo bar.service")}}))
+    os.chown(planted, 65534, 65534)
+    status, normal = _generate(tmp_path, pdir, broken=True)
+    assert (status["ok"], status["units"]) == (False, {})
+    assert os.listdir(normal) == []
+    assert not os.path.exists("/tmp/evil.service.d")
+
+
+def test_a_root_owned_list_is_used_only_for_valid_unit_names(tmp_path):
+    pdir = tmp_path / "etc"
+    pdir.mkdir()
+    status, normal = _generate(tmp_path, pdir, broken=False)  # a good run: its list is written
+    assert status["units"] == {"llm.service": "env"}
+    good = json.loads((pdir / ".generated-units").read_text())
+    good["units"]["../escape.service"] = good["units"]["llm.service"]
+    (pdir / ".generated-units").write_text(json.dumps(good))
+    status, normal = _generate(tmp_path, pdir, broken=True)
+    assert (status["ok"], status["units"]) == (False, {"llm.service": "env"})  # the last good drop-in, exactly
+    assert sorted(os.listdir(normal)) == ["cortex-hook-lease@.service", "llm.service.d"]
+
+
+def test_the_status_file_replaces_a_planted_symlink_instead_of_following_it(tmp_path):
+    pdir = tmp_path / "etc"
+    pdir.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "run").mkdir(mode=0o755)
+    (tmp_path / "run" / "generator.status").symlink_to(victim)
+    status, _ = _generate(tmp_path, pdir, broken=False)
+    assert status["ok"] and victim.read_text() == "precious\n"
+    assert not (tmp_path / "run" / "generator.status").is_symlink()

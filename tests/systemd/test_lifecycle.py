@@ -4,6 +4,7 @@ start, start timeout, restart loop), parallel starts get disjoint GPUs, a restar
 lease, and a lease from a previous boot is reaped."""
 
 import json
+import os
 import sqlite3
 
 import pytest
@@ -283,3 +284,35 @@ def test_a_lease_from_a_previous_boot_is_reaped(host):
     assert [(r["unit"], r["gpus"]) for r in reaps] == [("old.service", [uuid_of(0)])]
     host.sb.stop(UNIT)
     assert_released(host)
+
+
+# -- 5. a lost state database ----------------------------------------------------------------------
+def test_a_deleted_state_database_is_rebuilt_from_the_running_units(host):
+    """`rm state.db*` while two units run: the next start used to get an empty database and a
+    running unit's GPU. Now the new database gets the running units' leases back from their
+    decision records, and the priorities and drains from the last view, and says so loudly."""
+    host.setup('services:\n  - match: "?.service"\n', gpus=[gpu_desc(i) for i in range(4)])
+    for i, name in enumerate(("a", "b", "c")):
+        host.standin_unit(f"{name}.service", "User=nobody\n", port=PORT + 1 + i)
+        host.install(f"{name}.service", "env")
+    host.sb.daemon_reload()
+    host.cortex("priority", "order", "3", "2", "1", "0")
+    host.cortex("drain", "1", "--reason", "fan")
+    host.sb.systemctl("start", "a.service", "b.service", check=True)
+    held = {l["unit"]: l["uuid"] for l in host.leases()}
+    assert sorted(held.values()) == [uuid_of(2), uuid_of(3)]  # ranks 0 and 1; GPU 1 drained
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(host.box.state + suffix):
+            os.unlink(host.box.state + suffix)
+
+    host.sb.systemctl("start", "c.service", check=True)
+    leases = {l["unit"]: l["uuid"] for l in host.leases()}
+    assert {u: leases[u] for u in held} == held  # the running units keep theirs
+    assert leases["c.service"] == uuid_of(0)      # not a running unit's GPU, not the drained one
+    said = host.sb.journal(lease_unit_of("c.service"))
+    assert "was missing: restored 2 lease(s) of 2 running unit(s)" in said and "a.service, b.service" in said
+    order = [p["uuid"] for p in host.cortex_json("priority", "list")["priority"]]
+    assert order == [uuid_of(3), uuid_of(2), uuid_of(1), uuid_of(0)]
+    assert [h["action"] for h in host.cortex_json("history")["history"]][:2] == ["recover", "allocate"]
+    host.sb.stop("a.service", "b.service", "c.service")
+    assert host.leases() == []
