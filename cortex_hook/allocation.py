@@ -17,7 +17,9 @@ from .holders import cgroup_pids, current_holder, invocation_of, lease_alive
 from .model import Launch, Request
 from .planner import plan
 from .quantities import format_duration
+from .release import reap
 from .systemd import isolation
+from .systemd.journal import WARNING, log
 
 WAIT_POLL_S = 0.25
 WAIT_REDISCOVER_S = 15.0
@@ -129,9 +131,9 @@ def _decide(plugins, request, notes, problem):
     return decision
 
 
-def plan_unit(ctx, unit, state, environ, argv=None):
+def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
     """Dry run: the Decision `allocate` would make now, changing nothing (ARGV: the server command,
-    for the plugins to show how they would rewrite it)."""
+    for the plugins to show how they would rewrite it; MODE: Launch.mode)."""
     policy, plugins = ctx.policy(), ctx.plugins()
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
@@ -142,17 +144,18 @@ def plan_unit(ctx, unit, state, environ, argv=None):
     request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
     decision = _decide(plugins, request, notes, problem)
     if decision.ok:
-        decision.launch = Launch(argv=list(argv) if argv else None)
+        decision.launch = Launch(argv=list(argv) if argv else None, mode=mode)
         plugins.prepare_launch(request, decision, decision.launch)
     return decision
 
 
-def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None):
+def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None, mode=None):
     """Choose GPUs for UNIT, lease them, write its runtime files; wait if the policy says so.
 
     Returns (decision, request). ARGV (wrapper modes) is the server command the plugins may
-    rewrite. Raises UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait`
-    runs out. ON_WAIT(decision, seconds_left) is called while waiting (status lines).
+    rewrite; MODE is Launch.mode (the lease unit knows whether a wrapper will rewrite it). Raises
+    UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait` runs out.
+    ON_WAIT(decision, seconds_left) is called while waiting (status lines).
     """
     rundir.prepare(ctx.runtime_dir)  # first: the policy and plugins may then leave their memos there
     policy, plugins = ctx.policy(), ctx.plugins()
@@ -166,8 +169,8 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
             (gpus, problem), discovered_at = discover_for(plugins, policy, svc, detail), time.monotonic()
-        decision, request = _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv,
-                                     record_refusal=first)
+        decision, request = _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
+                                     (argv, mode), record_refusal=first)
         first = False
         if decision.ok:
             plugins.decision_made(request, decision)
@@ -189,13 +192,13 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
         gpus = None  # nothing changed for a while: ask the driver again (memory may have been freed)
 
 
-def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv, record_refusal):
+def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, command, record_refusal):
     """One planning run inside the state's write lock: the lease and runtime files on success, and
     no runtime file of this start when its transaction does not commit (a full disk)."""
     written = []
     try:
         with state.write():
-            return _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv,
+            return _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, command,
                                    record_refusal, written)
     except BaseException:
         if written:
@@ -206,11 +209,13 @@ def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv, 
         raise
 
 
-def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, argv, record_refusal, written):
+def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, command, record_refusal,
+                    written):
     policy, plugins = ctx.policy(), ctx.plugins()
     if state.history_limit() != policy.history_limit:
         state.set_history_limit(policy.history_limit)
-    state.reap(lease_alive, policy.history_limit, exclude_unit=unit)
+    for trouble in reap(state, ctx.runtime_dir, lease_alive, policy.history_limit, exclude_unit=unit)[1]:
+        log(WARNING, f"cortex-hook: warning: {trouble}")
     state.drop_leases(unit)  # this start supersedes whatever the unit held before
     snapshot = state.snapshot()
     _refuse_env_file_clash(unit, snapshot)
@@ -224,7 +229,8 @@ def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
         return decision, request
     if decision.chosen:
         state.add_leases(unit, decision.uuids, svc.sharing, holder)
-    decision.launch = Launch(argv=list(argv) if argv is not None else None)
+    argv, mode = command
+    decision.launch = Launch(argv=list(argv) if argv is not None else None, mode=mode)
     plugins.prepare_launch(request, decision, decision.launch)
     state.remember_gpus(gpus)
     state.record(unit, "allocate", decision.uuids,

@@ -62,8 +62,13 @@ def pid_start_time(pid):
 
 def own_cgroup():
     """The path of the systemd unit cgroup this process runs in (`/system.slice/x.service`), or None."""
+    return cgroup_of("self")
+
+
+def cgroup_of(pid):
+    """The path of the systemd cgroup process PID (or `self`) runs in, or None when unreadable."""
     try:
-        with open("/proc/self/cgroup") as f:
+        with open(f"/proc/{pid}/cgroup") as f:
             lines = f.read().splitlines()
     except OSError:
         return None

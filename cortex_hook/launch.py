@@ -15,7 +15,6 @@ from .errors import UsageError
 from .files import record as records
 from .holders import boot_id, invocation_of
 from .model import Launch, Request, Snapshot
-from .rules import short_uuid
 from .systemd.leaseunit import lease_unit_of
 
 
@@ -60,10 +59,11 @@ def _this_start(record, unit, environ):
 
 
 def describe_gpus(decision):
-    """`GPU-1a2b…,GPU-3c4d… (priority 0, 1)`, or why there is none."""
+    """`GPU-…,GPU-… (priority 0, 1)`, whole UUIDs (what every command takes back; a start's
+    record keeps only the chosen GPUs, too few to know a prefix is unique), or why there is none."""
     if not decision.chosen:
         return "CPU (no GPU available)" if decision.fallback == "cpu" else "no GPU"
-    names = ",".join(short_uuid(g.uuid) for g in decision.chosen)
+    names = ",".join(g.uuid for g in decision.chosen)
     prios = ", ".join("-" if v.priority is None else str(v.priority) for v in decision.verdicts if v.selected)
     return f"{names} (priority {prios})" if prios else names
 

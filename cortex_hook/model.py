@@ -173,8 +173,11 @@ class Gpu(Record):
 
     @property
     def label(self):
-        """`GPU 3`, or `GPU 3 MIG 1` for a MIG instance: how a person names it."""
-        return f"GPU {self.index}" if self.mig_index is None else f"GPU {self.index} MIG {self.mig_index}"
+        """`GPU 3`, or `GPU 3 MIG 1` for a MIG instance (`GPU 3 MIG ?` when its index is not
+        known): how a person names it."""
+        if not self.is_mig and self.mig_index is None:
+            return f"GPU {self.index}"
+        return f"GPU {self.index} MIG {'?' if self.mig_index is None else self.mig_index}"
 
     @property
     def is_mig(self):
@@ -195,6 +198,7 @@ class ServicePolicy(Record):
     sharing: str = "exclusive"
     visible_devices: str = "uuid"
     topology: str = "any"
+    same_model: bool | None = None  # None: on for a tensor-parallel server (rules.same_model_rule)
     klass: str = "normal"  # `class:` in the policy
     on_unavailable: str = "fail"
     wait_seconds: float = 0.0
@@ -332,6 +336,7 @@ class Verdict(Record):
     terms: list[ScoreTerm] = new(list)
     notes: list[str] = new(list)
     priority: int | None = None
+    priority_from: str | None = None  # the UUID holding that rank: the GPU's, or its MIG parent's
     tier: int = 0  # 1: reserved for another unit, borrowed by a critical service
     selected: bool = False
 
@@ -354,11 +359,19 @@ class Selection(Record):
 
 
 class Launch(Record):
-    """What the server will get: environment additions and (in wrapper modes) its argv."""
+    """Environment additions and argv for the server. MODE "wrapper": exec/supervise runs ARGV as
+    rewritten (None: not known yet, as in the lease unit); "env": systemd runs the unit's own
+    ExecStart= (ARGV, if known, is only read); None: "wrapper" if ARGV is given."""
 
     env: dict[str, str] = new(dict)
     argv: list[str] | None = None
     notes: list[str] = new(list)
+    mode: str | None = None
+
+    @property
+    def wrapped(self):
+        """True when a wrapper runs the server, so ARGV is ours to rewrite."""
+        return self.mode == "wrapper" if self.mode else self.argv is not None
 
 
 class Decision(Record):

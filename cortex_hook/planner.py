@@ -2,21 +2,20 @@
 
 Pure: it reads nothing and writes nothing, so `plan` (dry run) and `allocate` run the same code.
 Order of work: check every GPU (every reason that applies), score the accepted ones, rank them
-(reservation tier, then the admin priority, then the score), then select N (topology hooks).
+(reservation tier, then the admin priority as rules.rank_order has it, then the score), then
+select N (topology hooks; under `same_model`, from one model at a time).
 """
 
 from .model import Decision, Selection, Verdict
-from .rules import borrowed_reservation, priority_of
-
-_UNRANKED = float("inf")
+from .rules import (borrowed_reservation, describe_rank, model_groups, rank_of, rank_order, same_model_notes,
+                    same_model_rule)
 
 
 def rank_key(verdict):
-    """Sort key: unreserved before borrowed-reserved, admin priority, higher score, then index."""
+    """Sort key: unreserved before borrowed-reserved, the admin's order (rules.rank_order: rank,
+    then a whole GPU before a MIG slice), higher score, then index."""
     gpu = verdict.gpu
-    return (verdict.tier,
-            _UNRANKED if verdict.priority is None else verdict.priority,
-            -(verdict.score or 0.0),
+    return (verdict.tier, *rank_order(verdict.priority, gpu), -(verdict.score or 0.0),
             gpu.index, gpu.mig_index if gpu.mig_index is not None else -1)
 
 
@@ -25,7 +24,8 @@ def plan(plugins, request):
     svc = request.service
     verdicts = []
     for gpu in request.gpus:
-        verdict = Verdict(gpu=gpu, priority=priority_of(request.snapshot, gpu))
+        rank, holder = rank_of(request.snapshot.priorities, gpu)
+        verdict = Verdict(gpu=gpu, priority=rank, priority_from=holder)
         verdict.reasons = plugins.gpu_faults(request.policy, gpu) + plugins.check_gpu(request, gpu)
         if verdict.accepted:
             verdict.terms = plugins.score_gpu(request, gpu)
@@ -38,17 +38,16 @@ def plan(plugins, request):
 
     accepted = sorted((v for v in verdicts if v.accepted), key=rank_key)
     rejected = [v for v in verdicts if not v.accepted]
-    count = len(accepted) if svc.gpus == "all" else svc.gpus
-    notes = []
-    selection = None
-    if accepted and len(accepted) >= count:
-        selection = plugins.select_gpus(request, accepted, count) or Selection(accepted[:count])
-        notes.extend(selection.notes)
-        if selection.chosen and len(selection.chosen) != count:
-            raise RuntimeError(f"a select_gpus hook returned {len(selection.chosen)} GPUs, not {count}")
+    same = same_model_rule(svc, plugins.tensor_parallel(svc))
+    groups = model_groups(accepted) if same else [accepted]  # with same_model, one model at a time
+    count = (len(groups[0]) if groups else 0) if svc.gpus == "all" else svc.gpus
+    selection = _select(plugins, request, groups, count)
+    notes = list(selection.notes) if selection else []
     chosen = selection.chosen if selection else []
+    notes.extend(same_model_notes(same, groups, chosen, accepted, count, svc.gpus == "all"))
     for v in chosen:
         v.selected = True
+    notes.extend(_slice_notes(chosen, accepted))
     ordered = chosen + [v for v in accepted if not v.selected] + rejected
     if chosen:
         return Decision(unit=request.unit, service=svc, verdicts=ordered, chosen=[v.gpu for v in chosen],
@@ -63,10 +62,53 @@ def plan(plugins, request):
                     summary=summary, notes=notes)
 
 
+def _select(plugins, request, groups, count):
+    """The Selection of COUNT GPUs from the first of GROUPS (best first) that yields one; the last
+    refusal when none does; None when no group has COUNT."""
+    selection = None
+    for group in groups:
+        if not group or len(group) < count:
+            continue
+        selection = plugins.select_gpus(request, group, count) or Selection(group[:count])
+        if selection.chosen and len(selection.chosen) != count:
+            raise RuntimeError(f"a select_gpus hook returned {len(selection.chosen)} GPUs, not {count}")
+        if selection.chosen:
+            break
+    return selection
+
+
+def _slice_notes(chosen, accepted):
+    """Why a MIG slice was taken while a whole GPU that qualifies was left."""
+    whole = next((v for v in accepted if not v.gpu.is_mig and not v.selected), None)
+    if whole is None:
+        return []
+    notes = []
+    for v in chosen:
+        if not v.gpu.is_mig:
+            continue
+        if whole.tier > v.tier:
+            why = f"{whole.gpu.label} is reserved for another unit"
+        elif rank_order(v.priority, v.gpu) < rank_order(whole.priority, whole.gpu):
+            why = (f"it {_rank_words(v)}, {whole.gpu.label} {_rank_words(whole)}"
+                   + (f" (`cortex-hook priority set {v.gpu.uuid} RANK` ranks the slice on its own)"
+                      if v.priority_from != v.gpu.uuid else ""))
+        else:
+            why = "the selection (topology) chose it"
+        notes.append(f"{v.gpu.label} is a MIG slice ({v.gpu.name}), taken before the whole "
+                     f"{whole.gpu.label} ({whole.gpu.name}): {why}")
+    return notes
+
+
+def _rank_words(v):
+    text = describe_rank(v.priority, v.priority_from, v.gpu.uuid, v.gpu.index)
+    return "has no rank" if text == "-" else f"ranks {text}"
+
+
 def _chosen_summary(request, chosen):
     parts = []
     for v in chosen:
-        prio = f"priority {v.priority}" if v.priority is not None else "no priority set"
+        rank = describe_rank(v.priority, v.priority_from, v.gpu.uuid, v.gpu.index)
+        prio = f"priority {rank}" if v.priority is not None else "no priority set"
         parts.append(f"{v.gpu.label} ({v.gpu.uuid}, {prio}, score {v.score:.2f})")
     return f"{request.unit} gets " + ", ".join(parts)
 

@@ -35,20 +35,62 @@ def normalize_pci(text):
     return f"{int(dom or '0', 16):08X}:{int(bus, 16):02X}:{int(dev, 16):02X}.{fn or '0'}"
 
 
-def short_uuid(uuid):
-    """`GPU-11111111-2222-…-000000000002` -> `GPU-11111111…0002`, for tables and status lines."""
-    if not uuid:
-        return "?"
-    return uuid if len(uuid) <= 20 else f"{uuid[:12]}…{uuid[-4:]}"
+def uuids_with_prefix(prefix, uuids):
+    """The UUIDS that start with PREFIX, a `GPU-`/`MIG-` UUID or a prefix of one, as
+    CUDA_VISIBLE_DEVICES takes it; an empty list when PREFIX is not such a prefix."""
+    if not prefix.startswith(("GPU-", "MIG-")):
+        return []
+    return [u for u in uuids if u and u.startswith(prefix)]
+
+
+def unique_prefixes(uuids, shortest=12):
+    """{uuid: its shortest prefix (at least SHORTEST characters: `GPU-` and 8 hex digits) that no
+    other of UUIDS starts with}: how a table shows a UUID that every command takes back."""
+    names = sorted({u for u in uuids if u})
+    out = {}
+    for i, uuid in enumerate(names):
+        longest = shortest
+        for other in names[max(0, i - 1):i] + names[i + 1:i + 2]:  # sorted: the nearest share the most
+            common = next((k for k, (a, b) in enumerate(zip(uuid, other)) if a != b),
+                          min(len(uuid), len(other)))
+            longest = max(longest, common + 1)
+        out[uuid] = uuid[:longest]
+    return out
 
 
 # -- the admin's word ----------------------------------------------------------------------------
+# One rule for every view and every decision (`priority list`, `status`, `plan`, `allocate`): a
+# GPU's rank is its own; a MIG instance without one takes its parent's; ranked before unranked,
+# lower rank first, and at equal rank (in practice: both unranked) a whole GPU before a MIG slice.
+_UNRANKED = float("inf")
+
+
+def rank_of(priorities, gpu):
+    """(rank, the UUID that holds it) of GPU under the admin order PRIORITIES ({uuid: rank}): its
+    own rank, else (a MIG instance) its parent's, else (None, None)."""
+    for holder in (gpu.uuid, gpu.parent_uuid):
+        if holder and priorities.get(holder) is not None:
+            return priorities[holder], holder
+    return None, None
+
+
 def priority_of(snapshot, gpu):
     """The admin rank of GPU (a MIG instance without its own rank takes its parent's), or None."""
-    rank = snapshot.priorities.get(gpu.uuid)
-    if rank is None and gpu.parent_uuid:
-        rank = snapshot.priorities.get(gpu.parent_uuid)
-    return rank
+    return rank_of(snapshot.priorities, gpu)[0]
+
+
+def rank_order(rank, gpu):
+    """The admin's part of every ordering of GPUs: ranked first, by rank; a whole GPU before a
+    MIG slice of the same rank."""
+    return (_UNRANKED if rank is None else rank, gpu.is_mig)
+
+
+def describe_rank(rank, holder, uuid, index):
+    """The rank of the device UUID (GPU INDEX, or a MIG instance of it) as `0`, `0 from GPU 2`
+    (a MIG instance that takes its parent's rank), or `-` (no rank)."""
+    if rank is None:
+        return "-"
+    return str(rank) if holder == uuid else f"{rank} from GPU {index}"
 
 
 def drain_of(snapshot, gpu):
@@ -179,8 +221,8 @@ def parse_visible(text, gpus, device_order=None):
         if _is_index(entry):
             match = by_cuda.get(int(entry))
         elif entry.startswith(("GPU-", "MIG-")):
-            found = [g for g in gpus if g.uuid and g.uuid.startswith(entry)]
-            match = found[0] if len(found) == 1 else None
+            found = uuids_with_prefix(entry, [g.uuid for g in gpus])
+            match = next(g for g in gpus if g.uuid == found[0]) if len(found) == 1 else None
         if match is None:
             notes.append(f"inherited CUDA_VISIBLE_DEVICES entry {entry!r} names no GPU; "
                          "CUDA ignores it and every entry after it")
@@ -193,3 +235,52 @@ def _is_index(entry):
     """An integer as CUDA reads one (ASCII digits, an optional minus); `²` is a digit to
     str.isdigit but not to int()."""
     return re.fullmatch(r"-?[0-9]+", entry) is not None
+
+
+# -- tensor parallel -----------------------------------------------------------------------------
+def same_model_rule(service, tensor_parallel):
+    """Why SERVICE's GPUs must all be one model, in the plan's words, or None when they need not:
+    `same_model: true`, or (unset) a multi-GPU service whose server plugin runs it tensor parallel
+    (TENSOR_PARALLEL: each GPU holds a slice of every layer, so the slowest or smallest GPU
+    sets the pace and the memory for all)."""
+    if service.gpus == 1 or service.same_model is False:
+        return None
+    return "same_model: true" if service.same_model else \
+        ("same_model is on for tensor parallel" if tensor_parallel else None)
+
+
+def model_of(gpu):
+    """What "the same model" compares: the driver's name (a MIG instance's carries its profile);
+    a GPU whose name the driver did not give is like no other."""
+    return gpu.name if gpu.name and gpu.name != "?" else ("unknown", gpu.uuid, gpu.index)
+
+
+def model_groups(verdicts):
+    """VERDICTS (best first) in groups of one model each, best first within, the groups in the
+    order of their best member."""
+    groups = {}
+    for v in verdicts:
+        groups.setdefault(model_of(v.gpu), []).append(v)
+    return list(groups.values())
+
+
+def same_model_notes(why, groups, chosen, accepted, count, every):
+    """What the plan says when the rule WHY mattered (GPUs of more than one model qualify): each
+    GPU of another model it left out (every one with EVERY, else those ranked before the last
+    chosen), or, when nothing was chosen, that no model has COUNT that fit."""
+    if not why or len(groups) < 2:
+        return []
+    if chosen:
+        first = chosen[0].gpu
+        taken = {id(v) for v in chosen}
+        last = max(i for i, v in enumerate(accepted) if id(v) in taken)
+        return [f"{v.gpu.label} ({_model_name(v.gpu)}): not the same model as {first.label} "
+                f"({_model_name(first)}); {why}"
+                for i, v in enumerate(accepted) if model_of(v.gpu) != model_of(first) and (every or i < last)]
+    tally = ", ".join(f"{len(g)} {_model_name(g[0].gpu)}" for g in groups)
+    verb = "fit" if any(len(g) >= count for g in groups) else "qualify"
+    return [f"no {count} GPUs of one model {verb} ({tally}); {why}"]
+
+
+def _model_name(gpu):
+    return gpu.name if gpu.name and gpu.name != "?" else "model unknown"

@@ -73,14 +73,18 @@ def remove_flag(argv, *names):
     return out
 
 
-def set_flag(request, launch, names, value, env_names=(), why=""):
+def set_flag(request, launch, names, value, env_names=(), why="", env_text=None, needed=False):
     """Give the server `NAMES[0] VALUE`, honouring `options.flags` when the admin set it already.
 
     ENV_NAMES are environment variables that set the same thing (e.g. LLAMA_ARG_TENSOR_SPLIT).
-    Returns the value the server will use.
+    ENV_TEXT is how ExecStart= itself can say VALUE (e.g. `${CORTEX_GPU_COUNT}`); NEEDED: the
+    server goes wrong without the flag. In env mode nothing rewrites the command, so it is only
+    checked against them. Returns the value the server will use.
     """
+    if not launch.wrapped:
+        return _check_env_mode(launch, names, value, env_text, needed)
     if launch.argv is None:
-        return value
+        return value  # the lease unit: the wrapper sets it when it starts the server
     theirs = flag_value(launch.argv, *names)
     env_set = next((n for n in env_names if n in launch.env or _inherited_env(n)), None)
     if theirs is None and env_set is None:
@@ -94,10 +98,26 @@ def set_flag(request, launch, names, value, env_names=(), why=""):
         launch.argv = remove_flag(launch.argv, *names) + [names[0], str(value)]
         launch.notes.append(f"{names[0]} {value} replaces the command's {current} (options.flags: ours)")
         return value
-    if str(current) != str(value):
+    if str(current) not in (str(value), env_text):
         launch.notes.append(f"the command sets {names[0]} {current}; cortex-hook would set {value}"
                             f" (options.flags: {mode} keeps the command's)")
     return theirs if theirs is not None else value
+
+
+def _check_env_mode(launch, names, value, env_text, needed):
+    """Env mode: systemd runs the unit's own ExecStart=; say what it should carry."""
+    theirs = flag_value(launch.argv, *names) if launch.argv is not None else None
+    want = env_text or str(value)
+    if theirs is None:
+        if needed:
+            launch.notes.append(f"env mode: pass {names[0]} {want} in ExecStart="
+                                + (" (it does not set it)" if launch.argv is not None else ""))
+        return value
+    if theirs not in (str(value), env_text) and not (env_text and theirs == "$" + env_text.strip("${}")):
+        launch.notes.append(f"env mode: ExecStart= sets {names[0]} {theirs}; with this plan it should be "
+                            f"{value}" + (f" ({names[0]} {env_text})" if env_text else ""))
+        return theirs
+    return value
 
 
 def _inherited_env(name):
@@ -195,3 +215,4 @@ def is_env_map(v):
 
 
 COMMON_OPTIONS = {"flags": one_of("theirs", "ours")}
+COUNT_TEXT = "${CORTEX_GPU_COUNT}"  # how an env-mode ExecStart= gives a server the GPU count

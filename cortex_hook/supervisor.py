@@ -129,15 +129,22 @@ class Supervisor:
     def _finish(self, ready):
         if self.stopping:
             self.notify.stopping(f"stopping {self.unit}")
-            self.child.wait()
+            code = self.child.wait()
+            self.notify.status(f"stopped {'after it was ready' if ready else 'before it was ready'}: "
+                               f"server exited with {_shown(code)}")  # the last STATUS= says how it ended
             return 0
         code = self.child.wait()
-        shown = f"signal {-code}" if code < 0 else f"code {code}"
+        shown = _shown(code)
         if not ready:
             self.notify.status(f"server exited with {shown} before it was ready")
             return 128 - code if code < 0 else (code or 1)
         self.notify.stopping(f"server exited with {shown}")
         return 128 - code if code < 0 else code
+
+
+def _shown(code):
+    """A child's exit status as the STATUS= lines say it: `code 1`, `signal 15`."""
+    return f"signal {-code}" if code < 0 else f"code {code}"
 
 
 def run_supervise(ctx, unit, argv, argv0):

@@ -229,6 +229,7 @@ SERVICE_POOLS = {
     "sharing": st.sampled_from(["exclusive", "shared", "Shared", "share"]),
     "visible_devices": st.sampled_from(["uuid", "index", "indices"]),
     "topology": st.sampled_from(["any", "prefer-nvlink", "require-nvlink", "nvlink"]),
+    "same_model": st.sampled_from([True, False, "true", "yes", 1, None, "same"]),
     "class": st.sampled_from(["critical", "normal", "batch", "Critical", "low"]),
     "on_unavailable": st.sampled_from(ON_UNAVAILABLE),
     "install": st.sampled_from(["env", "exec", "supervise", "yes", True]),
@@ -487,6 +488,7 @@ def test_accepted_policies_hold_usable_values(text):
         assert svc.min_free_fraction is None or 0 <= svc.min_free_fraction <= 1
         assert _finite_or_none(svc.watchdog_seconds), (svc.watchdog_seconds, text)
         assert _finite_or_none(svc.wait_seconds), (svc.wait_seconds, text)
+        assert svc.same_model in (None, True, False), (svc.same_model, text)
 
 
 # -- a corpus of tricky documents: one test each ---------------------------------------------------

@@ -294,3 +294,46 @@ def test_property_follows_the_admin_order_exactly(plugins, case):
     assert chosen(d) == order[:n]
     plugins.prepare_launch(request, d, d.launch)
     assert d.launch.env["CUDA_VISIBLE_DEVICES"] == ",".join(uuid(i) for i in order[:n])
+
+
+# -- MIG slices and whole GPUs: one ranking rule (rules.rank_of / rules.rank_order) -----------------
+def _slices(parent_index, n=2, free=20):
+    return [Gpu(index=parent_index, uuid=f"MIG-00000000-0000-4000-8000-0000000002{j:02x}",
+                name="NVIDIA A100 MIG 2g.20gb", memory_total=free * GiB, memory_free=free * GiB,
+                temperature=40, parent_uuid=uuid(parent_index), mig_index=j) for j in range(n)]
+
+
+def test_unranked_whole_gpu_comes_before_an_unranked_slice(plugins):
+    """No rank anywhere: the whole GPU is taken although the slice scores higher (more free memory
+    than the busy whole GPU)."""
+    parent = make_gpu(0, mig_enabled=True, total=80, free=80)
+    busy_whole = make_gpu(1, free=4, utilization=90)
+    d = decide(plugins, [parent, busy_whole] + _slices(0, 1))
+    slice_verdict = next(v for v in d.verdicts if v.gpu.is_mig)
+    assert slice_verdict.score > next(v for v in d.verdicts if v.gpu.index == 1).score
+    assert chosen(d) == [1] and not d.chosen[0].is_mig
+
+
+def test_slice_taken_before_a_whole_gpu_says_why(plugins):
+    """The admin ranked the MIG parent first: its slices take rank 0, so a slice is taken while
+    the whole GPU 1 (rank 1) is free, and the plan says so, naming both ranks."""
+    parent = make_gpu(0, mig_enabled=True, total=80, free=80)
+    snap = Snapshot(priorities={uuid(0): 0, uuid(1): 1})
+    d = decide(plugins, [parent, make_gpu(1, total=48, free=48)] + _slices(0), snapshot=snap)
+    assert d.chosen[0].is_mig and d.chosen[0].label == "GPU 0 MIG 0"
+    (note,) = [n for n in d.notes if "MIG slice" in n]
+    assert "GPU 0 MIG 0" in note and "whole GPU 1" in note
+    assert "ranks 0 from GPU 0" in note and "GPU 1 ranks 1" in note
+    assert "priority 0 from GPU 0" in d.summary
+    picked = d.verdicts[0]
+    assert (picked.priority, picked.priority_from) == (0, uuid(0))
+
+
+def test_a_slice_with_its_own_rank_keeps_it(plugins):
+    parent = make_gpu(0, mig_enabled=True, total=80, free=80)
+    slices = _slices(0)
+    snap = Snapshot(priorities={uuid(1): 0, slices[1].uuid: 1, uuid(0): 2})
+    d = decide(plugins, [parent, make_gpu(1)] + slices, snapshot=snap, gpus=1)
+    order = [(v.gpu.label, v.priority) for v in d.verdicts if v.accepted]
+    assert order == [("GPU 1", 0), ("GPU 0 MIG 1", 1), ("GPU 0 MIG 0", 2)]
+    assert not [n for n in d.notes if "MIG slice" in n]  # a whole GPU was taken: nothing to explain

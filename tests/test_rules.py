@@ -103,3 +103,39 @@ def test_a_mig_instance_takes_its_parents_rank_drain_and_reservation():
     assert rules.reserved_for_others(policy, "b.service", instance) == ("a.service",)
     assert rules.reserved_for_others(policy, "a.service", instance) is None
     assert rules.is_mig_parent(parent) and not rules.is_mig_parent(instance)
+
+
+# -- one ranking rule (MIG) and UUIDs as a person types them ---------------------------------------
+def test_rank_of_a_mig_instance_is_its_own_else_its_parents():
+    parent = make_gpu(0, mig_enabled=True)
+    first, second = (make_gpu(0, parent_uuid=parent.uuid, mig_index=j) for j in range(2))
+    first.uuid, second.uuid = "MIG-00000000-0000-4000-8000-000000000100", "MIG-00000000-0000-4000-8000-000000000101"
+    priorities = {parent.uuid: 0, first.uuid: 2}
+    assert rules.rank_of(priorities, parent) == (0, parent.uuid)
+    assert rules.rank_of(priorities, first) == (2, first.uuid)  # its own rank wins
+    assert rules.rank_of(priorities, second) == (0, parent.uuid)  # its parent's
+    assert rules.rank_of({}, second) == (None, None)
+    assert rules.describe_rank(0, parent.uuid, second.uuid, 0) == "0 from GPU 0"
+    assert rules.describe_rank(2, first.uuid, first.uuid, 0) == "2"
+    assert rules.describe_rank(None, None, second.uuid, 0) == "-"
+
+
+def test_rank_order_ranked_first_then_a_whole_gpu_before_a_slice():
+    whole, slice_ = make_gpu(1), make_gpu(0, parent_uuid=uuid(0), mig_index=0)
+    assert rules.rank_order(0, slice_) < rules.rank_order(1, whole)  # the admin's rank first
+    assert rules.rank_order(None, whole) < rules.rank_order(None, slice_)  # then whole before slice
+    assert rules.rank_order(5, slice_) < rules.rank_order(None, whole)  # ranked before unranked
+
+
+REALISTIC = ["GPU-1a2b3c4d-5e6f-4a1b-8c2d-0123456789ab", "GPU-1a2b3c4d-9999-4a1b-8c2d-0123456789ab",
+             "GPU-77aa0000-5e6f-4a1b-8c2d-0123456789ab", "MIG-1a2b3c4d-5e6f-4a1b-8c2d-0123456789ab"]
+
+
+def test_unique_prefixes_name_one_uuid_each():
+    prefixes = rules.unique_prefixes(REALISTIC)
+    assert prefixes[REALISTIC[2]] == "GPU-77aa0000"  # the shortest shown: GPU- and 8 hex digits
+    assert prefixes[REALISTIC[0]] == "GPU-1a2b3c4d-5"
+    for uuid_, prefix in prefixes.items():
+        assert rules.uuids_with_prefix(prefix, REALISTIC) == [uuid_]
+    assert rules.uuids_with_prefix("GPU-1a2b", REALISTIC) == REALISTIC[:2]
+    assert rules.uuids_with_prefix("1a2b", REALISTIC) == []  # not a UUID prefix at all

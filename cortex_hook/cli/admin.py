@@ -1,8 +1,9 @@
 """What an admin changes: the GPU priority order, drains."""
 
+from .. import rules
 from ..errors import UsageError
-from .gpuref import inventory, resolve_refs
-from .render import print_json
+from .gpuref import resolve_refs, view_inventory
+from .render import print_json, text_table
 
 
 def priority(ctx, args):
@@ -25,27 +26,51 @@ def priority(ctx, args):
 
 
 def _priority_list(ctx, as_json):
+    """The admin order and where every device stands in it, by the planner's rule (rules.rank_of,
+    rules.rank_order): a MIG instance without a rank of its own takes its parent's."""
     with ctx.open_state() as state:
-        gpus = inventory(ctx, state)
+        view = view_inventory(ctx, state)
         ranked = state.priorities()
         seen = state.seen_gpus()
-    present = {g.uuid: g for g in gpus if g.uuid}
-    rows = [{"rank": rank, "uuid": uuid, "present": uuid in present,
+    priorities = {uuid: rank for uuid, rank, _ in ranked}
+    live = view.source != "state"
+    present = {g.uuid: g for g in view.gpus if g.uuid}
+    rows = [{"rank": rank, "uuid": uuid, "present": (uuid in present) if live else None,
              "index": present[uuid].index if uuid in present else None,
+             "label": present[uuid].label if uuid in present else "absent",
              "name": present[uuid].name if uuid in present else seen.get(uuid, (None, "?"))[1]}
             for uuid, rank, _ in ranked]
-    unranked = [g for g in gpus if g.uuid and g.uuid not in {u for u, _, _ in ranked}]
+    inherited = [g for g in present.values() if rules.rank_of(priorities, g)[1] not in (None, g.uuid)]
+    unranked = [g for g in present.values() if rules.rank_of(priorities, g)[0] is None]
     if as_json:
-        print_json({"priority": rows, "unranked": [g.uuid for g in unranked]})
-        return 0
+        print_json({"priority": rows, "unranked": [g.uuid for g in unranked],
+                    "inherited": [{"uuid": g.uuid, "label": g.label, "rank": priorities[g.parent_uuid],
+                                   "from": g.parent_uuid} for g in inherited],
+                    "inventory": view.source, "policy_error": None if view.broken is None else str(view.broken)})
+        return view.exit_code()
     if not rows:
-        print("no priority set: GPUs rank by score alone")
+        print("no priority set: GPUs rank by score alone (a whole GPU before a MIG slice)")
+    table = []
     for r in rows:
-        where = f"{'GPU ' + str(r['index']) if r['present'] else 'absent':<8}"
-        print(f"{r['rank']:>4}  {where} {r['uuid']}  {r['name']}")
-    for g in unranked:
-        print(f"{'-':>4}  {g.label:<8} {g.uuid}  {g.name}  (no rank: after every ranked GPU)")
-    return 0
+        gpu = present.get(r["uuid"])
+        note = "MIG parent: its MIG instances without a rank of their own take this one" \
+            if gpu is not None and rules.is_mig_parent(gpu) else ""
+        table.append((_order_key(r["rank"], gpu, r["uuid"]), (str(r["rank"]), r["label"], r["uuid"], r["name"], note)))
+    for g in inherited + unranked:
+        rank, holder = rules.rank_of(priorities, g)
+        note = "no rank: after every ranked GPU" if rank is None else ""
+        table.append((_order_key(rank, g, g.uuid), (rules.describe_rank(rank, holder, g.uuid, g.index),
+                                                    g.label, g.uuid, g.name, note)))
+    if table:
+        print(text_table([("RANK", "GPU", "UUID", "NAME", "")] + [cells for _, cells in sorted(table)]))
+    return view.exit_code()
+
+
+def _order_key(rank, gpu, uuid):
+    """Where a device's line goes: as the planner orders by rank (rules.rank_order), then by index."""
+    if gpu is None:  # absent: only its rank is known
+        return (rank, uuid.startswith("MIG-"), -1, -1, uuid)
+    return (*rules.rank_order(rank, gpu), gpu.index, -1 if gpu.mig_index is None else gpu.mig_index, uuid)
 
 
 def drain(ctx, args):

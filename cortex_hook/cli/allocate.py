@@ -4,7 +4,7 @@ the start path's: tests/cli/test_startpath.py lists them)."""
 import os
 
 from ..allocation import allocate as allocate_gpus
-from ..errors import CortexError, UnavailableError
+from ..errors import CortexError, UnavailableError, one_line
 from ..holders import in_lease_unit
 from ..systemd.journal import ERR, NOTICE, tell_unit
 from ..systemd.unitname import normalize_unit
@@ -17,7 +17,7 @@ def allocate(ctx, args):
     """Lease GPUs for one unit and write its env file; the explanation goes to stdout."""
     unit = normalize_unit(args.unit)
     lease_unit = in_lease_unit(unit)
-    environ = _unit_environ(unit) if lease_unit else os.environ
+    environ, mode = _unit_environ(unit) if lease_unit else (os.environ, None)
     notifier = []  # made on first use: only a start that waits, or a lease unit, talks to systemd
 
     def notify():
@@ -31,12 +31,14 @@ def allocate(ctx, args):
 
     try:
         with ctx.open_state() as state:
-            decision, _ = allocate_gpus(ctx, unit, state, environ, holder_pid=args.holder_pid, on_wait=waiting)
+            decision, _ = allocate_gpus(ctx, unit, state, environ, holder_pid=args.holder_pid, on_wait=waiting,
+                                        mode=mode)
     except CortexError as exc:
         if isinstance(exc, UnavailableError) and exc.decision is not None:
             _show(args, exc.decision, show_env=False)  # the explanation on stdout, the error on stderr
         if lease_unit:  # why UNIT did not start, in UNIT's journal (its status only says "dependency")
             tell_unit(unit, ERR, f"{unit} not started: {exc}")
+            notify().send(f"STATUS=not started: {one_line(exc)}")  # how it ended, not "waiting" (logged above)
         raise
     _show(args, decision)
     if lease_unit:  # Type=notify: the lease unit is active once it holds the lease
@@ -46,13 +48,19 @@ def allocate(ctx, args):
 
 
 def _unit_environ(unit):
-    """The environment an outer allocator gave UNIT (its own Environment= CUDA variables, over the
-    service manager's, which the lease unit runs with): the lease unit does not run in UNIT."""
+    """(environ, mode) of UNIT, which the lease unit does not run in: the environment an outer
+    allocator gave it (its own Environment= CUDA variables, over the service manager's, which
+    the lease unit runs with), and its Launch.mode (does cortex-hook exec/supervise run it?)."""
     from ..systemd.unitfile import UnitFiles  # (only in the lease unit, never outside systemd)
     environ = dict(os.environ)
-    own = UnitFiles(unit).environment()
+    files = UnitFiles(unit)
+    own = files.environment()
     environ.update({name: own[name] for name in INHERITED if name in own})
-    return environ
+    try:
+        mode = "wrapper" if files.wrapped() else "env"
+    except (CortexError, ValueError):  # an ExecStart= we cannot read: its notes are only advice
+        mode = None
+    return environ, mode
 
 
 def _show(args, decision, show_env=True):

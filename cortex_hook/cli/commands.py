@@ -13,7 +13,7 @@ COMMANDS = {
     "validate": "config", "plugins": "config",
     "install": "install", "uninstall": "install", "install-generator": "install", "generate": "install",
     "exec": "wrap_exec", "supervise": "wrap_supervise",
-    "demo": "demo",
+    "demo": "demo", "example": "examples",
 }
 TAKES_SERVER_COMMAND = ("plan", "exec", "supervise")  # `... -- COMMAND...`
 

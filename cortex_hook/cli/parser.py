@@ -133,9 +133,10 @@ def build_parser(only=None):
     s.add_argument("--json", action="store_true")
     s = cmd("install", "write the drop-in that puts cortex-hook in front of UNIT")
     s.add_argument("unit", help="a service, or a template such as vllm@.service (every instance)")
-    s.add_argument("--mode", choices=("env", "exec", "supervise"), default="env",
+    s.add_argument("--mode", choices=("env", "exec", "supervise"),
                    help="env: env file only; exec: the wrapper becomes the server; "
-                        "supervise: the wrapper stays and tells systemd when the server is ready")
+                        "supervise: the wrapper stays and tells systemd when the server is ready "
+                        "(default: the service's `install:` in the policy, else env; said on stderr)")
     s.add_argument("--root", default="/", help="install into this root (image builds, tests)")
     s.add_argument("--program", help="path of cortex-hook to write into the drop-in (default: this one)")
     s.add_argument("--dry-run", action="store_true", help="print the drop-in instead of writing it")
@@ -155,6 +156,10 @@ def build_parser(only=None):
         s = cmd(name, text)
         s.add_argument("--unit", required=True)
         s.add_argument("--argv0", help="argv[0] for the server (from an ExecStart=@ line)")
+    s = cmd("example", "print a shipped example: `example policy`, `example unit NAME` "
+                       "(no argument: list them)")
+    s.add_argument("what", nargs="?", choices=("policy", "unit"))
+    s.add_argument("name", nargs="?", help="the unit, e.g. vllm@.service")
     s = cmd("demo", "run the main job on a simulated 6-GPU box with a sample policy")
     s.add_argument("--keep", metavar="DIR", help="keep the demo's state and env files in DIR")
     return p

@@ -4,7 +4,6 @@ import time
 
 from .. import rules
 from ..quantities import format_size
-from ..rules import short_uuid
 
 
 def print_json(obj):
@@ -20,7 +19,7 @@ def verdict_json(v):
         "uuid": g.uuid, "index": g.index, "mig_index": g.mig_index, "cuda_index": g.cuda_index,
         "name": g.name, "selected": v.selected,
         "reasons": [{"code": r.code, "text": r.text} for r in v.reasons],
-        "score": v.score, "priority": v.priority,
+        "score": v.score, "priority": v.priority, "priority_from": v.priority_from,
         "terms": [{"name": t.name, "value": round(t.value, 4), "weight": t.weight,
                    "points": round(t.points, 4), "detail": t.detail} for t in v.terms],
         "notes": list(v.notes),
@@ -36,7 +35,8 @@ def decision_json(d):
         "gpus": d.uuids,
         "service": {"match": s.match, "position": s.position, "line": s.line, "server": s.server,
                     "gpus": s.gpus, "min_free_memory": s.describe_memory, "sharing": s.sharing,
-                    "visible_devices": s.visible_devices, "topology": s.topology, "class": s.klass,
+                    "visible_devices": s.visible_devices, "topology": s.topology,
+                    "same_model": s.same_model, "class": s.klass,
                     "on_unavailable": s.on_unavailable if s.on_unavailable != "wait"
                     else f"wait {s.wait_seconds:g}s"},
         "env": dict(d.launch.env), "argv": d.launch.argv,
@@ -46,16 +46,22 @@ def decision_json(d):
 
 
 def render_decision(d, show_env=True):
-    """Plan text: the service asked for, one line per GPU with its verdict, the result, the env."""
+    """Plan text: the service asked for, one line per GPU with its verdict, the result, the env.
+    Columns are as wide as their widest entry; UUIDs are shown as prefixes every command takes."""
     s = d.service
     want = "all usable GPUs" if s.gpus == "all" else f"{s.gpus} GPU{'s' if s.gpus != 1 else ''}"
     lines = [f"{d.unit}: services[{s.position}] match {s.match!r} (line {s.line}): server {s.server}, "
              f"class {s.klass}, {want}, {s.describe_memory}, {s.sharing}, topology {s.topology}"]
+    prefixes = rules.unique_prefixes(v.gpu.uuid for v in d.verdicts)
+    heads = []
     for v in d.verdicts:
         g = v.gpu
         tag = "SELECTED" if v.selected else ("ok" if v.accepted else "rejected")
-        prio = f"prio {v.priority}" if v.priority is not None else "prio -"
-        head = f"  {tag:<9}{g.label:<11} {g.name[:22]:<22} {short_uuid(g.uuid):<18} {prio:<7}"
+        prio = "prio " + rules.describe_rank(v.priority, v.priority_from, g.uuid, g.index)
+        heads.append((tag, g.label, g.name, prefixes.get(g.uuid, "?"), prio))
+    widths = [max((len(h[i]) for h in heads), default=0) for i in range(5)]
+    for v, head in zip(d.verdicts, heads):
+        head = "  " + " ".join(c.ljust(w) for c, w in zip(head, widths))
         if v.accepted:
             terms = " + ".join(f"{t.name} {t.value:.2f}x{t.weight:g} ({t.detail})" for t in v.terms)
             lines.append(f"{head} score {v.score:.2f} = {terms}" if terms else f"{head} score {v.score:.2f}")
@@ -72,9 +78,11 @@ def render_decision(d, show_env=True):
     return "\n".join(lines)
 
 
-def gpu_rows(gpus, policy, plugins, snapshot, seen=None):
+def gpu_rows(gpus, policy, plugins, snapshot, seen=None, live=True):
     """Status rows (dicts) for every GPU present, then every ranked GPU that is absent. The health
-    column holds the faults `plan` rejects a GPU for (the plugins' cortex_gpu_faults)."""
+    column holds the faults `plan` rejects a GPU for (the plugins' cortex_gpu_faults). Not LIVE:
+    GPUS are only those the state has seen (the driver could not be asked), so their health and
+    presence are unknown (`present` None)."""
     holders = {}
     for lease in snapshot.leases:
         holders.setdefault(lease.uuid, []).append(lease.unit + (" (shared)" if lease.sharing == "shared" else ""))
@@ -82,49 +90,91 @@ def gpu_rows(gpus, policy, plugins, snapshot, seen=None):
     present = set()
     for g in gpus:
         present.add(g.uuid)
-        problems = plugins.gpu_faults(policy, g)
+        problems = plugins.gpu_faults(policy, g) if live else []
         drain = rules.drain_of(snapshot, g)
+        rank, holder = rules.rank_of(snapshot.priorities, g)
         rows.append({
             "index": g.index, "mig_index": g.mig_index, "label": g.label, "uuid": g.uuid, "name": g.name,
             "pci_bus_id": g.pci_bus_id, "memory_used": g.memory_used, "memory_total": g.memory_total,
             "memory_free": g.memory_free, "utilization": g.utilization, "temperature": g.temperature,
+            "power_mw": g.power_mw, "power_limit_mw": g.power_limit_mw,
             "health": [p.code for p in problems],
             "health_text": [p.text for p in problems],
-            "mig_parent": rules.is_mig_parent(g),
-            "priority": rules.priority_of(snapshot, g), "drain": drain.reason if drain else None,
-            "leased_by": holders.get(g.uuid, []), "present": True, "problems": list(g.problems),
+            "mig_parent": rules.is_mig_parent(g), "is_mig": g.is_mig,
+            "priority": rank, "priority_from": holder, "drain": drain.reason if drain else None,
+            "leased_by": holders.get(g.uuid, []), "present": True if live else None,
+            "last_seen": None if live else (seen or {}).get(g.uuid, (None,) * 4)[3],
+            "problems": list(g.problems),
+            "processes": None if g.processes is None else _own_processes(g, gpus),
         })
     for uuid, rank in sorted(snapshot.priorities.items(), key=lambda kv: kv[1]):
         if uuid in present:
             continue
         idx, name, bus, last = (seen or {}).get(uuid, (None, "?", None, None))
         rows.append({"index": idx, "mig_index": None, "label": "absent", "uuid": uuid, "name": name,
-                     "pci_bus_id": bus, "present": False, "priority": rank, "last_seen": last,
-                     "health": [], "health_text": [], "leased_by": holders.get(uuid, []),
+                     "pci_bus_id": bus, "present": False, "priority": rank, "priority_from": uuid,
+                     "last_seen": last, "health": [], "health_text": [], "leased_by": holders.get(uuid, []),
                      "drain": snapshot.drains[uuid].reason if uuid in snapshot.drains else None})
     return rows
 
 
-def render_status(rows):
-    """The `status` table."""
-    header = ("GPU", "UUID", "NAME", "MEMORY", "UTIL", "TEMP", "HEALTH", "PRIO", "DRAIN", "LEASED BY")
-    table = [header]
-    for r in rows:
-        if not r["present"]:
-            seen = time.strftime("%Y-%m-%d", time.localtime(r["last_seen"])) if r.get("last_seen") else "never"
-            table.append(("absent", short_uuid(r["uuid"]), (r["name"] or "?")[:22], "-", "-", "-",
-                          f"not present (last seen {seen})", str(r["priority"]), r["drain"] or "-",
-                          ", ".join(r["leased_by"]) or "-"))
-            continue
-        mem = "?" if r["memory_total"] is None else \
-            f"{format_size(r['memory_used']).replace(' ', '')}/{format_size(r['memory_total']).replace(' ', '')}"
+def _own_processes(gpu, gpus):
+    """GPU's processes as plain dicts; a MIG parent's without those its instances list."""
+    on_instances = {p.pid for g in gpus if g.parent_uuid == gpu.uuid for p in g.processes or ()}
+    return [{"pid": p.pid, "used_memory": p.used_memory} for p in gpu.processes if p.pid not in on_instances]
+
+
+def _day(when):
+    return time.strftime("%Y-%m-%d", time.localtime(when)) if when else "never"
+
+
+def _size(n):
+    return format_size(n).replace(" ", "")
+
+
+def _status_cells(r, prefixes):
+    """One row of the `status` table, as its cells."""
+    uuid = prefixes.get(r["uuid"], "?")
+    prio = rules.describe_rank(r["priority"], r.get("priority_from"), r["uuid"], r["index"])
+    lease = ", ".join(r["leased_by"]) or "-"
+    if r["present"] is False:
+        return ("absent", uuid, r["name"] or "?", r["pci_bus_id"] or "-", "-", "-", "-", "-",
+                f"not present (last seen {_day(r['last_seen'])})", prio, r["drain"] or "-", lease)
+    mem = "?" if r["memory_total"] is None else f"{_size(r['memory_used'])}/{_size(r['memory_total'])}"
+    if r["is_mig"]:
+        power = "-"  # NVML measures power per GPU, not per MIG instance
+    elif r["power_mw"] is None:
+        power = "?"
+    else:
+        limit = "" if r["power_limit_mw"] is None else f"/{r['power_limit_mw'] // 1000}W"
+        power = f"{r['power_mw'] // 1000}W{limit}"
+    if r["present"] is None:
+        health = f"unknown (last seen {_day(r['last_seen'])})"
+    else:
         health = "MIG parent" if r["mig_parent"] else (",".join(r["health"]) or "ok")
-        table.append((
-            r["label"].replace("GPU ", ""), short_uuid(r["uuid"]), (r["name"] or "?")[:22], mem,
+    return (r["label"].replace("GPU ", "", 1), uuid, r["name"] or "?", r["pci_bus_id"] or "?", mem,
             "?" if r["utilization"] is None else f"{r['utilization']}%",
             "?" if r["temperature"] is None else f"{r['temperature']}C",
-            health, "-" if r["priority"] is None else str(r["priority"]),
-            (r["drain"] or "-")[:24], ", ".join(r["leased_by"]) or "-",
-        ))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+            power, health, prio, r["drain"] or "-", lease)
+
+
+def render_status(rows, other_uuids=()):
+    """The `status` table, then the processes on the GPUs (where the driver lists them). UUIDs
+    are shown as their shortest prefix that names one GPU among ROWS and OTHER_UUIDS (GPUs seen
+    before), which every command takes back; no cell is cut."""
+    prefixes = rules.unique_prefixes([r["uuid"] for r in rows] + list(other_uuids))
+    header = ("GPU", "UUID", "NAME", "BUS ID", "MEMORY", "UTIL", "TEMP", "POWER", "HEALTH", "PRIO", "DRAIN",
+              "LEASED BY")
+    out = [text_table([header] + [_status_cells(r, prefixes) for r in rows])]
+    procs = [(r["label"].replace("GPU ", "", 1), str(p["pid"]), _size(p["used_memory"]) if p["used_memory"] is not None
+              else "?", p.get("command") or "?", p.get("unit") or "-")
+             for r in rows for p in r.get("processes") or ()]
+    if procs:
+        out += ["", text_table([("GPU", "PID", "MEMORY", "COMMAND", "UNIT")] + procs)]
+    return "\n".join(out)
+
+
+def text_table(table):
+    """TABLE (rows of cells, the first its header) as text, each column as wide as its widest cell."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)

@@ -4,37 +4,60 @@ import os
 import time
 
 from ..allocation import plan_unit
-from ..errors import CortexError
-from ..holders import lease_alive
-from ..systemd.unitfile import unit_command
+from ..holders import cgroup_of, lease_alive
+from ..release import reap
+from ..systemd.command import read_command
+from ..systemd.journal import WARNING, log
+from ..systemd.unitresult import describe as describe_end
 from ..systemd.unitname import normalize_unit
-from .gpuref import inventory
-from .render import decision_json, gpu_rows, print_json, render_decision, render_status
+from .gpuref import view_inventory
+from .render import decision_json, gpu_rows, print_json, render_decision, render_status, text_table
 
 
 def status(ctx, args):
-    """The GPU table: memory, health, priority, drain, lease holder."""
+    """The GPU table: memory, power, health, priority, drain, lease holder, processes. With a
+    broken policy it still shows the GPUs (see gpuref.view_inventory), says so in one line on
+    stderr and exits 78."""
     with ctx.open_state() as state:
-        gpus = inventory(ctx, state)
-        rows = gpu_rows(gpus, ctx.policy(), ctx.plugins(), state.snapshot(), state.seen_gpus())
+        view = view_inventory(ctx, state)
+        seen = state.seen_gpus()
+        rows = gpu_rows(view.gpus, view.policy, ctx.plugins(), state.snapshot(), seen, live=view.source != "state")
+    for row in rows:
+        for proc in row.get("processes") or ():
+            proc.update(process_owner(proc["pid"]))
     if args.json:
-        print_json({"gpus": rows})
+        print_json({"gpus": rows, "inventory": view.source,
+                    "policy_error": None if view.broken is None else str(view.broken)})
     else:
-        print(render_status(rows))
-    return 0
+        print(render_status(rows, seen))
+    return view.exit_code()
+
+
+def process_owner(pid):
+    """{"command", "unit"} of process PID: its name and the systemd unit it runs in (None for
+    what cannot be read, e.g. a process of another PID namespace)."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            # any user names their own processes: no terminal escape of theirs reaches root's terminal
+            command = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in f.read().strip()) or None
+    except OSError:
+        command = None
+    path = cgroup_of(pid) or ""
+    units = [part for part in path.split("/") if part.endswith((".service", ".scope"))]
+    return {"command": command, "unit": units[-1] if units else None}
 
 
 def plan(ctx, args):
     """Dry run for one unit: which GPUs it would get now, and why; changes nothing."""
     unit = normalize_unit(args.unit)
-    argv = list(args.server or [])
-    if not argv:
-        try:
-            argv = unit_command(unit)
-        except CortexError:
-            argv = None
+    argv, mode, command = list(args.server or []), None, None
+    if not argv:  # the unit's own command, as systemd would run it; rewritten only when wrapped
+        command = read_command(unit)
+        argv, mode = command.argv, "wrapper" if command.wrapped else "env"
     with ctx.open_state() as state:
-        decision = plan_unit(ctx, unit, state, os.environ, argv)
+        decision = plan_unit(ctx, unit, state, os.environ, argv, mode)
+    if command is not None and decision.ok:
+        decision.notes.extend(command.notes(decision.launch.env))
     if args.json:
         print_json(decision_json(decision))
     else:
@@ -44,9 +67,12 @@ def plan(ctx, args):
 
 def leases(ctx, args):
     """List the leases (and with --reap first drop those whose holder is gone)."""
+    problems = []
     with ctx.open_state() as state:
-        reaped = state.reap(lease_alive) if args.reap else []
+        reaped, problems = reap(state, ctx.runtime_dir, lease_alive) if args.reap else ([], [])
         held = state.leases()
+    for problem in problems:
+        log(WARNING, f"cortex-hook: warning: {problem}")
     if args.json:
         print_json({"leases": [dict(lease.to_plain(), alive=lease_alive(lease)) for lease in held],
                     "reaped": [{"unit": lease.unit, "uuid": lease.uuid} for lease in reaped]})
@@ -55,11 +81,14 @@ def leases(ctx, args):
         print(f"reaped {lease.unit} {lease.uuid} (holder gone)")
     if not held:
         print("no leases")
+        return 0
+    table = [("UNIT", "GPU", "SHARING", "HOLDER", "SINCE", "")]
     for lease in held:
         holder = f"cgroup {lease.cgroup}" if lease.cgroup else f"pid {lease.pid}"
-        alive = "" if lease_alive(lease) else "  (holder gone: `leases --reap` drops it)"
+        alive = "" if lease_alive(lease) else "(holder gone: `leases --reap` drops it)"
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lease.since))
-        print(f"{lease.unit:<32} {lease.uuid}  {lease.sharing:<9} {holder}  since {since}{alive}")
+        table.append((lease.unit, lease.uuid, lease.sharing, holder, since, alive))
+    print(text_table(table))
     return 0
 
 
@@ -71,8 +100,12 @@ def history(ctx, args):
     if args.json:
         print_json({"history": rows})
         return 0
+    if not rows:
+        print(f"no history for {unit}" if unit else "no history yet")
+        return 0
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
         what = r["detail"].get("summary") or ", ".join(r["gpus"]) or "-"
-        print(f"{when}  {r['action']:<8} {r['unit']:<28} {what}")
+        ended = describe_end(r["detail"].get("ended"))
+        print(f"{when}  {r['action']:<8} {r['unit']:<28} {what}" + (f"; ended: {ended}" if ended else ""))
     return 0

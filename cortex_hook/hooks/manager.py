@@ -87,6 +87,10 @@ class Plugins:
             return None
         return [problem for answer in answers for problem in answer]
 
+    def tensor_parallel(self, service):
+        """True when SERVICE's server plugin runs it tensor parallel over its GPUs."""
+        return bool(self._for("cortex_tensor_parallel", service.server)(service=service))
+
     def discover_gpus(self, policy, detail=frozenset()):
         """The GPUs the policy's inventory sees, or None if no plugin provides that inventory."""
         return self._caller.cortex_discover_gpus(policy=policy, detail=frozenset(detail))

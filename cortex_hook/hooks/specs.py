@@ -17,7 +17,8 @@ A plugin that answers `cortex_server_names` is a server plugin: its `cortex_vali
 
 from .markers import hookspec
 
-SERVER_HOOKS = ("cortex_validate_options", "cortex_prepare_launch", "cortex_readiness_probe")
+SERVER_HOOKS = ("cortex_validate_options", "cortex_tensor_parallel", "cortex_prepare_launch",
+                "cortex_readiness_probe")
 
 
 @hookspec
@@ -29,6 +30,15 @@ def cortex_server_names():
 def cortex_validate_options(service):
     """Check `service.options` (a `ServicePolicy` of your server): return [(key, message)], empty
     if all is well."""
+
+
+@hookspec(firstresult=True)
+def cortex_tensor_parallel(service):
+    """Return True if your server runs `service` tensor parallel over the GPUs it is given (each
+    GPU holds a slice of every layer, so unlike GPUs hold it back), False if not; None: no answer.
+
+    A True makes the service's `same_model` default on (rules.same_model_rule).
+    """
 
 
 @hookspec(firstresult=True)

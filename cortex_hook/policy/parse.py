@@ -8,7 +8,7 @@ from fnmatch import fnmatchcase
 
 import yaml
 
-from ..errors import PolicyError
+from ..errors import PolicyError, did_you_mean
 from ..model import HealthPolicy, Policy, ScoringPolicy, ServicePolicy
 from ..quantities import parse_duration, parse_fraction, parse_size
 from ..rules import is_device_uuid
@@ -16,7 +16,7 @@ from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
 
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
-                "topology", "class", "on_unavailable", "install", "readiness", "watchdog", "options")
+                "topology", "same_model", "class", "on_unavailable", "install", "readiness", "watchdog", "options")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
             "services", "history_limit", "isolate")
 HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
@@ -165,7 +165,9 @@ class _PolicyReader(NodeReader):
             elif name == "server":
                 value = self.string(vnode, path, 3, "a server plugin name such as vllm")
                 if not _SERVER_NAME.fullmatch(value):
-                    self.fail(vnode, path, f"not a plugin name: {value!r} (lower case letters, digits, . _ + -)")
+                    hint = did_you_mean(value, [value.lower()]) if _SERVER_NAME.fullmatch(value.lower()) else ""
+                    self.fail(vnode, path, f"not a plugin name: {value!r}{hint} "
+                                           "(lower case letters, digits, . _ + -)")
                 svc.server = value
             elif name == "gpus":
                 svc.gpus = self.gpu_count(vnode, path)
@@ -184,6 +186,8 @@ class _PolicyReader(NodeReader):
                     self.fail(vnode, path, "must be at least 1s (systemd's WatchdogSec=)")
             elif name == "install":
                 svc.install = self.choice(vnode, path, 3, CHOICES[name])
+            elif name == "same_model":
+                svc.same_model = self.boolean(vnode, path, 3)
             elif name == "options":  # the server plugin checks these (cortex_validate_options)
                 for key, knode, onode in self.mapping(vnode, path, None, 3):
                     svc.options[key] = self.plain(onode, f"{path}.{key}", 4)

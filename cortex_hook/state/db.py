@@ -252,12 +252,12 @@ class State:
             c.execute("DELETE FROM lease WHERE unit = ?", (unit,))
         return uuids
 
-    def release(self, unit, limit=None):
-        """Drop UNIT's leases and record it; idempotent. Returns the UUIDs released."""
+    def release(self, unit, limit=None, detail=None):
+        """Drop UNIT's leases and record it (with DETAIL); idempotent. Returns the UUIDs released."""
         with self.write():
             uuids = self.drop_leases(unit)
             if uuids:
-                self.record(unit, "release", uuids, {}, limit)
+                self.record(unit, "release", uuids, detail or {}, limit)
         return uuids
 
     def reap(self, alive, limit=None, exclude_unit=None):

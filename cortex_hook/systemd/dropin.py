@@ -20,11 +20,12 @@ from ..files.atomic import write_atomic
 from ..quantities import systemd_timespan
 from . import leaseunit
 from .unitfile import UnitFiles, split_prefixes, split_words
-from .unitname import UNIT_NAME_MAX, normalize_unit
+from .unitname import UNIT_NAME_MAX, is_template, normalize_unit
 
 MODES = ("env", "exec", "supervise")
 DROPIN_NAME = "zz-cortex-hook.conf"  # sorts after the admin's drop-ins: our ExecStart= reset comes last
 MARKER = "# Written by cortex-hook"
+GENERATOR_DIR = "/run/systemd/generator"  # where systemd has generators write (their NORMAL_DIR)
 
 
 def validate_target(unit):
@@ -38,6 +39,11 @@ def validate_target(unit):
         raise UsageError(f"unit {unit!r}: its lease unit's name would be longer than {UNIT_NAME_MAX} bytes "
                          "(systemd's limit); give the unit a shorter name")
     return unit
+
+
+def any_instance(unit):
+    """UNIT as an admin types it in a command: a template `vllm@.service` as `vllm@INSTANCE.service`."""
+    return unit[: -len("@.service")] + "@INSTANCE.service" if is_template(unit) else unit
 
 
 def wrapped_exec_start(unit, mode, files, options):
@@ -73,9 +79,10 @@ def render(unit, mode, options, root="/", files=None, service=None):
     """The drop-in text for UNIT in MODE."""
     if mode not in MODES:
         raise UsageError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    shown = unit.replace("%", "%%")  # (a unit name holds no %; comments are read for specifiers too)
-    lines = [f"{MARKER} (mode {mode}) for {shown}.",
-             f"# `cortex-hook uninstall {shown}` removes it; `cortex-hook plan UNIT` explains the choice.",
+    # a comment is never expanded: the real name, or for a template the form an admin fills in
+    lines = [f"{MARKER} (mode {mode}) for {unit}.",
+             f"# `cortex-hook uninstall {unit}` removes it; `cortex-hook plan {any_instance(unit)}` "
+             "explains the choice.",
              "[Unit]",
              f"Requires={leaseunit.PREFIX}%n.service",
              f"After={leaseunit.PREFIX}%n.service",
@@ -98,6 +105,24 @@ def render(unit, mode, options, root="/", files=None, service=None):
 def dropin_path(root, unit, base="/etc/systemd/system"):
     """Where cortex-hook writes UNIT's drop-in under ROOT."""
     return os.path.join(root, base.lstrip("/"), unit + ".d", DROPIN_NAME)
+
+
+def generated_dropins(unit, root="/"):
+    """The drop-ins the generator wrote that systemd applies to UNIT (an instance also gets its
+    template's), under ROOT: [path], empty when it wrote none."""
+    names = [unit]
+    if "@" in unit and not is_template(unit):
+        names.append(unit[: unit.index("@") + 1] + ".service")
+    found = []
+    for name in names:
+        path = dropin_path(root, name, GENERATOR_DIR)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if f.readline().startswith(MARKER):
+                    found.append(path)
+        except OSError:
+            continue
+    return found
 
 
 def template_path(root, base="/etc/systemd/system"):

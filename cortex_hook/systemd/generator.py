@@ -29,9 +29,10 @@ from ..errors import CortexError
 from ..files.atomic import write_atomic
 from ..files.rundir import GENERATOR_STATUS, trusted
 from ..files.trust import open_trusted
-from . import leaseunit
+from . import isolation, leaseunit
 from .dropin import DROPIN_NAME, MARKER, render, validate_target
 from .program import Options
+from .unitname import is_template
 
 UNITS_FILE = ".generated-units"
 MAX_UNITS_FILE = 1 << 20
@@ -58,8 +59,9 @@ def target_unit(svc):
     return svc.match
 
 
-def generate(ctx, normal_dir, options, root="/", running_dir=RUNNING_DIR):
-    """Write the drop-ins into NORMAL_DIR. Returns a status dict (also written to the runtime dir).
+def generate(ctx, normal_dir, options, root="/", running_dir=RUNNING_DIR, control_dir=isolation.CONTROL_DIR):
+    """Write the drop-ins into NORMAL_DIR (and, with `isolate: true`, the lockdown placeholders into
+    CONTROL_DIR: systemd/isolation.py). Returns a status dict (also written to the runtime dir).
     The parsed policy is left in the runtime dir when it is trusted (ctx.memo_dir)."""
     last_good_path = os.path.join(os.path.dirname(os.path.abspath(ctx.policy_path)), UNITS_FILE)
     last_good = read_last_good(last_good_path)
@@ -84,6 +86,12 @@ def generate(ctx, normal_dir, options, root="/", running_dir=RUNNING_DIR):
         written[unit] = entry
     if written:
         _write(os.path.join(normal_dir, leaseunit.TEMPLATE), leaseunit.render(options))
+    if status["ok"] and ctx.policy().isolate:
+        for unit in written:
+            try:
+                isolation.prepare(unit, control_dir)
+            except OSError as exc:
+                log_kmsg(f"{unit}: no lockdown placeholder ({exc}): systemd will call it changed on disk")
     if status["ok"]:
         write_last_good(last_good_path, written)
     return status
@@ -116,7 +124,7 @@ def _running(running_dir):
 
 def _is_running(unit, running):
     """UNIT is active, or (a template `NAME@.service`) one of its instances is."""
-    if unit.endswith("@.service"):
+    if is_template(unit):
         prefix = unit[: -len(".service")]
         return any(name.startswith(prefix) and name.endswith(".service") for name in running)
     return unit in running

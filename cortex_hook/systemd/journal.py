@@ -11,6 +11,7 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 IDENTIFIER = "cortex-hook"
 
 _journal = None
+_native = False
 
 
 def stderr_is_journal():
@@ -29,10 +30,25 @@ def stderr_is_journal():
     return _journal
 
 
+def speak_as_cortex_hook():
+    """From now on, `log` writes to the journal as cortex-hook's when stderr is the journal: for the
+    wrappers, which run in the server's unit, whose syslog identifier is the server's (the lease
+    unit has its own, `SyslogIdentifier=cortex-hook`, and keeps its stderr stream)."""
+    global _native
+    _native = True
+
+
 def log(level, message):
-    """Write MESSAGE (one line per line of text) to stderr at LEVEL."""
+    """Write MESSAGE (one line per line of text) at LEVEL to stderr (or see speak_as_cortex_hook)."""
+    lines = str(message).splitlines() or [""]
+    if _native and stderr_is_journal():
+        sys.stderr.flush()  # keep what was printed before in order
+        while lines and _send((("MESSAGE", lines[0]), ("PRIORITY", str(level)), ("SYSLOG_IDENTIFIER", IDENTIFIER))):
+            lines.pop(0)
+        if not lines:
+            return
     prefix = f"<{level}>" if stderr_is_journal() else ""
-    for line in str(message).splitlines() or [""]:
+    for line in lines:
         sys.stderr.write(f"{prefix}{line}\n")
     sys.stderr.flush()
 
@@ -46,12 +62,18 @@ def tell_unit(unit, level, message):
     """Write MESSAGE to the journal as cortex-hook's word about UNIT, so that `journalctl -u UNIT`
     (and `journalctl -t cortex-hook -u UNIT`) show it beside UNIT's own lines: journald takes
     OBJECT_SYSTEMD_UNIT= from root only. Best effort: no journal, nothing written."""
-    import socket  # only the lease unit speaks to the journal this way
-    fields = (("MESSAGE", one_line(message)), ("PRIORITY", str(level)), ("SYSLOG_IDENTIFIER", IDENTIFIER),
-              ("OBJECT_SYSTEMD_UNIT", unit))
-    data = "".join(f"{name}={value}\n" for name, value in fields).encode("utf-8")
+    _send((("MESSAGE", one_line(message)), ("PRIORITY", str(level)), ("SYSLOG_IDENTIFIER", IDENTIFIER),
+           ("OBJECT_SYSTEMD_UNIT", unit)))
+
+
+def _send(fields):
+    """One journal entry of FIELDS (one-line values) through the native protocol; False if it
+    could not be sent."""
+    import socket  # only under systemd
+    data = "".join(f"{name}={value}\n" for name, value in fields).encode("utf-8", "backslashreplace")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.sendto(data, JOURNAL_SOCKET)
     except OSError:
-        pass
+        return False
+    return True

@@ -5,8 +5,9 @@ Reading: the unit file is the first one found on the system search path; its dro
 ones), one per file name (the earlier directory wins), applied in file-name order. That gives the
 effective `ExecStart=` list and `Type=`, which `install --mode exec|supervise` wraps.
 
-Writing: a value in an `Exec*=` line goes through specifier expansion (`%%`), word splitting with
-C-style unescaping inside double quotes, then `$` expansion (`$$`) -- `exec_word()` undoes all three.
+Writing: a value in an `Exec*=` line goes through word splitting with C-style unescaping inside
+double quotes, specifier expansion (`%%`), then `$` expansion (`$$`) -- `exec_word()` undoes all
+three (systemd/command.py does them, for `plan`).
 """
 
 import os
@@ -23,6 +24,7 @@ SEARCH_PATH = (
     "/run/systemd/generator.late",
 )
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9/_.,:@+=^-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _C_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\a": "\\a",
               "\b": "\\b", "\f": "\\f", "\v": "\\v"}
 
@@ -93,19 +95,21 @@ class UnitFile:
 
 
 class UnitFiles:
-    """The unit file and drop-ins systemd would load for UNIT, under ROOT (default /)."""
+    """The unit file and drop-ins systemd would load for UNIT, under ROOT (default /), leaving out
+    drop-ins named SKIP_DROPIN (anywhere) and those at SKIP_PATHS (as if they were not there)."""
 
-    def __init__(self, unit, root="/", skip_dropin=None):
+    def __init__(self, unit, root="/", skip_dropin=None, skip_paths=()):
         self.unit = unit
         self.root = root
         self.main = None
         self.dropins = []
-        self._load(skip_dropin)
+        self._parsed = None
+        self._load(skip_dropin, frozenset(skip_paths))
 
     def _p(self, path):
         return os.path.join(self.root, path.lstrip("/"))
 
-    def _load(self, skip_dropin):
+    def _load(self, skip_dropin, skip_paths):
         stem, dot, suffix = self.unit.rpartition(".")
         names = [self.unit]
         at = stem.find("@")
@@ -132,7 +136,8 @@ class UnitFiles:
                 except OSError:
                     continue
                 for f in files:
-                    if f.endswith(".conf") and f not in chosen and f != skip_dropin:
+                    if f.endswith(".conf") and f not in chosen and f != skip_dropin \
+                            and os.path.join(directory, d, f) not in skip_paths:
                         chosen[f] = os.path.join(full, f)
         self.dropins = [chosen[f] for f in sorted(chosen)]
 
@@ -141,7 +146,9 @@ class UnitFiles:
         return ([self.main] if self.main else []) + self.dropins
 
     def parsed(self):
-        """Every file that applies, parsed, in the order systemd applies them."""
+        """Every file that applies, parsed, in the order systemd applies them (read once)."""
+        if self._parsed is not None:
+            return self._parsed
         out = []
         for path in self.files():
             try:
@@ -149,6 +156,7 @@ class UnitFiles:
                     out.append(UnitFile.parse(path, f.read()))
             except (OSError, UnicodeDecodeError) as exc:
                 raise UsageError(f"{self.unit}: cannot read {path}: {exc}") from None
+        self._parsed = out
         return out
 
     def service_setting(self, key):
@@ -159,9 +167,11 @@ class UnitFiles:
                 value = v or None
         return value
 
-    def environment(self):
+    def environment(self, specifiers=None):
         """The unit's own `Environment=` assignments, as systemd applies them: {name: value} (an
-        empty assignment resets the list; specifiers and $ stay as written)."""
+        empty assignment resets the list). Each word is unquoted, then SPECIFIERS (a function,
+        systemd/command.py) expands its specifiers, or returns None for a word systemd ignores;
+        without it they stay as written. `$` is never expanded here (nor by systemd)."""
         env = {}
         for uf in self.parsed():
             for value, _ in uf.values("Service", "Environment"):
@@ -169,10 +179,34 @@ class UnitFiles:
                     env = {}
                     continue
                 for word in split_words(value):
-                    name, sep, text = unquote_word(word).partition("=")
-                    if sep:
+                    word = specifiers(unquote(word)) if specifiers else unquote(word)
+                    name, sep, text = (word or "").partition("=")
+                    if sep and _ENV_NAME.fullmatch(name):  # systemd ignores an invalid assignment
                         env[name] = text
         return env
+
+    def command(self):
+        """The unit's one effective ExecStart= as (words, wrapped, path, line), or None when there is
+        not exactly one: WORDS as systemd splits and unquotes them before expanding specifiers
+        (`%` and `$` as written), our own wrapper taken off (WRAPPED: cortex-hook exec/supervise
+        runs them); an `@` line's argv[0] dropped."""
+        starts = self.exec_start()
+        if self.main is None or len(starts) != 1:
+            return None
+        value, path, line = starts[0]
+        prefixes, text = split_prefixes(value)
+        words = [unquote(w) for w in split_words(text)]
+        if "@" in prefixes and len(words) >= 2:  # the second word is argv[0], not an argument
+            words = [words[0]] + words[2:]
+        wrapped = any(os.path.basename(w) == "cortex-hook" for w in words[:3]) and "--" in words
+        if wrapped:
+            words = words[words.index("--") + 1:]
+        return words, wrapped, path, line
+
+    def wrapped(self):
+        """True when cortex-hook exec/supervise runs the unit's command (it rewrites the argv)."""
+        found = self.command()
+        return bool(found and found[1])
 
     def exec_start(self):
         """The effective ExecStart= list: [(value, path, line)]; an empty assignment resets it."""
@@ -229,20 +263,40 @@ _UNESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", 
               "\\": "\\", '"': '"', "'": "'"}
 
 
-def unquote_word(word):
-    """One written word of an Exec line as the program receives it (quotes and C escapes removed,
-    `%%` and `$$` collapsed; other specifiers and $VARIABLES are left as written)."""
+_NUMERIC = {"x": (2, 16), "u": (4, 16), "U": (8, 16)}
+
+
+def _escape(word, i):
+    """(the character the escape at WORD[I:] (after its backslash) stands for, characters used),
+    or (None, 0) when systemd cannot decode it."""
+    nxt = word[i]
+    if nxt in _UNESCAPES:
+        return _UNESCAPES[nxt], 1
+    if nxt in _NUMERIC:
+        width, base = _NUMERIC[nxt]
+        digits = word[i + 1:i + 1 + width]
+        if len(digits) == width and all(d in "0123456789abcdefABCDEF" for d in digits):
+            code = int(digits, base)
+            if 0 < code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF:
+                return chr(code), 1 + width
+        return None, 0
+    digits = word[i:i + 3]
+    if len(digits) == 3 and digits[0] in "0123" and all(d in "01234567" for d in digits) and digits != "000":
+        return chr(int(digits, 8)), 3
+    return None, 0
+
+
+def unquote(word):
+    """One written word of a unit file line with its quotes and C escapes removed, as systemd
+    splits it; specifiers (`%`) and variables (`$`) are expanded later (systemd/command.py). An
+    escape systemd cannot decode stays as written (its relaxed unescaping, which ExecStart= uses)."""
     out, i, quote = [], 0, None
     while i < len(word):
         c = word[i]
         if c == "\\" and i + 1 < len(word):
-            nxt = word[i + 1]
-            if nxt == "x" and i + 3 < len(word):
-                out.append(chr(int(word[i + 2:i + 4], 16)))
-                i += 4
-                continue
-            out.append(_UNESCAPES.get(nxt, nxt))
-            i += 2
+            decoded, used = _escape(word, i + 1)
+            out.append(decoded if decoded is not None else "\\")
+            i += 1 + used
             continue
         if quote and c == quote:
             quote = None
@@ -251,19 +305,4 @@ def unquote_word(word):
         else:
             out.append(c)
         i += 1
-    return "".join(out).replace("%%", "%").replace("$$", "$")
-
-
-def unit_command(unit, root="/"):
-    """The server command UNIT runs, as argv (our own wrapper unwrapped), or None if unknown."""
-    files = UnitFiles(unit, root)
-    starts = files.exec_start()
-    if files.main is None or len(starts) != 1:
-        return None
-    prefixes, command = split_prefixes(starts[0][0])
-    words = [unquote_word(w) for w in split_words(command)]
-    if "@" in prefixes and len(words) >= 2:  # the second word is argv[0], not an argument
-        words = [words[0]] + words[2:]
-    if any(os.path.basename(w) == "cortex-hook" for w in words[:3]) and "--" in words:  # ours: unwrap
-        words = words[words.index("--") + 1:]
-    return words or None
+    return "".join(out)

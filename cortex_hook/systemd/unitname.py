@@ -41,6 +41,11 @@ def normalize_unit(name):
     return name
 
 
+def is_template(unit):
+    """True for a template's name (`vllm@.service`), not an instance's (`vllm@x.service`)."""
+    return unit.rpartition(".")[0].endswith("@")
+
+
 def _looks_like_suffix(s):
     return s in {
         "socket", "device", "mount", "automount", "swap", "target", "path", "timer",

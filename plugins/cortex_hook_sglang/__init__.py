@@ -22,6 +22,12 @@ def cortex_validate_options(service):
 
 
 @hookimpl
+def cortex_tensor_parallel(service):
+    """SGLang shards the model over its GPUs, tensor parallel (--tp-size): `same_model` defaults on."""
+    return True
+
+
+@hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """--tp-size for the chosen GPU count."""
     if not decision.chosen:
@@ -32,7 +38,9 @@ def cortex_prepare_launch(request, decision, launch):
     if n % (dp * pp):
         launch.notes.append(f"{kit.gpus_text(n)} cannot be split into data {dp} x pipeline {pp} groups")
     why = kit.gpus_text(n) + "".join(f" / {what} {k}" for what, k in (("data parallel", dp), ("pipeline", pp)) if k > 1)
-    kit.set_flag(request, launch, ("--tp-size", "--tp", "--tensor-parallel-size"), max(1, n // (dp * pp)), (), why)
+    tp = max(1, n // (dp * pp))
+    kit.set_flag(request, launch, ("--tp-size", "--tp", "--tensor-parallel-size"), tp, (), why,
+                 env_text=kit.COUNT_TEXT if tp == n else None, needed=tp != 1)  # (SGLang's default is 1)
     base = kit.flag_value(launch.argv or [], "--base-gpu-id")
     if base not in (None, "0"):
         launch.notes.append(f"--base-gpu-id {base} counts from the first *visible* GPU: with "

@@ -21,11 +21,17 @@ def cortex_validate_options(service):
 
 
 @hookimpl
+def cortex_tensor_parallel(service):
+    """TGI shards the model over its GPUs, tensor parallel (--num-shard): `same_model` defaults on."""
+    return True
+
+
+@hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """--num-shard for the chosen GPU count."""
     if decision.chosen:
         kit.set_flag(request, launch, ("--num-shard",), len(decision.chosen), ("NUM_SHARD",),
-                     kit.gpus_text(len(decision.chosen)))
+                     kit.gpus_text(len(decision.chosen)), env_text=kit.COUNT_TEXT)  # (its default: all visible)
 
 
 @hookimpl

@@ -1,7 +1,8 @@
 """cortex-hook plugin for NVIDIA Triton Inference Server (`server: triton`).
 
 - `options.cuda_memory_pool: 256MiB` gives every visible GPU that CUDA memory pool
-  (`--cuda-memory-pool-byte-size=<gpu>:<bytes>`, one per GPU, indices after CUDA_VISIBLE_DEVICES).
+  (`--cuda-memory-pool-byte-size=<gpu>:<bytes>`, one per GPU, indices after CUDA_VISIBLE_DEVICES);
+  in env mode, where nothing rewrites ExecStart=, the plan says what to pass there.
 - Ready: `GET /v2/health/ready` 200 on --http-address/--http-port (default 8000). 400 means a
   model failed to load (with --exit-on-error=false): the start fails, naming the models the
   repository index reports as not ready, and why.
@@ -32,10 +33,16 @@ def cortex_validate_options(service):
 def cortex_prepare_launch(request, decision, launch):
     """One CUDA memory pool flag per visible GPU, if the policy asks for it."""
     pool = kit.option(request, "cuda_memory_pool")
-    if pool is None or not decision.chosen or launch.argv is None:
-        return
+    if pool is None or not decision.chosen or (launch.wrapped and launch.argv is None):
+        return  # (the lease unit of a wrapped unit: the wrapper sets it)
     size = parse_size(pool)
     wanted = [f"{i}:{size}" for i in range(len(decision.chosen))]
+    if not launch.wrapped:
+        if not kit.has_flag(launch.argv or [], POOL_FLAG):
+            launch.notes.append(f"env mode: options.cuda_memory_pool is not applied (nothing rewrites "
+                                f"ExecStart=); pass {' '.join(f'{POOL_FLAG}={w}' for w in wanted)} there, "
+                                "or install with --mode exec or supervise")
+        return
     if kit.has_flag(launch.argv, POOL_FLAG) and kit.option(request, "flags", "theirs") == "theirs":
         launch.notes.append(f"the command sets {POOL_FLAG}; cortex-hook would set {', '.join(wanted)} "
                             "(options.flags: theirs keeps the command's)")

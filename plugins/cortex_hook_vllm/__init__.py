@@ -2,7 +2,8 @@
 
 - CUDA_VISIBLE_DEVICES as PCI-bus-ordered indices, never UUIDs (vLLM crashes on UUIDs:
   vllm#13815, #20939, #41848), with CUDA_DEVICE_ORDER=PCI_BUS_ID.
-- `--tensor-parallel-size N` for N GPUs, or N / pp when the command sets --pipeline-parallel-size.
+- `--tensor-parallel-size N` for N GPUs, or N / pp when the command sets --pipeline-parallel-size
+  (env mode: the plan says to pass `${CORTEX_GPU_COUNT}` when ExecStart= lacks it).
 - GPUs not joined by NVLink: the plan says so (tensor parallel over PCIe can hang: vllm#8087) and
   the environment of `options.no_nvlink_env` (e.g. {NCCL_P2P_LEVEL: PHB}) is added.
 - Ready: port open and `GET /health` 200; with `options.smoke_test: true`, also a one-token
@@ -29,6 +30,12 @@ def cortex_validate_options(service):
 
 
 @hookimpl
+def cortex_tensor_parallel(service):
+    """vLLM shards the model over its GPUs, tensor parallel: `same_model` defaults on."""
+    return True
+
+
+@hookimpl
 def cortex_prepare_launch(request, decision, launch):
     """Indices instead of UUIDs, tensor parallel size, NVLink-less settings."""
     gpus = decision.chosen
@@ -46,9 +53,8 @@ def cortex_prepare_launch(request, decision, launch):
     tp = max(1, n // (pp * dp))
     why = kit.gpus_text(n) + "".join(f" / {what} parallel {k}" for what, k in (("pipeline", pp), ("data", dp))
                                      if k > 1)
-    kit.set_flag(request, launch, ("--tensor-parallel-size", "--tensor_parallel_size", "-tp"), tp, (), why)
-    if launch.argv is None:
-        launch.notes.append("env mode: pass --tensor-parallel-size ${CORTEX_GPU_COUNT} in ExecStart=")
+    kit.set_flag(request, launch, ("--tensor-parallel-size", "--tensor_parallel_size", "-tp"), tp, (), why,
+                 env_text=kit.COUNT_TEXT if tp == n else None, needed=tp != 1)  # (vLLM's default is 1)
     if n > 1 and kit.gpus_joined_by_nvlink(gpus) is not True:
         extra = {k: str(v) for k, v in (kit.option(request, "no_nvlink_env") or {}).items()}
         launch.env.update(extra)

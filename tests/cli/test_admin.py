@@ -136,3 +136,100 @@ def test_gpu_that_disappears_keeps_its_rank_and_shows_as_absent(box):
     assert status.returncode == 0
     assert any(line.startswith("absent") and "not present" in line for line in status.stdout.splitlines())
     assert box.json("plan", "x")["gpus"] == [C]
+
+
+# -- MIG: one ranking rule in `priority list`, `status`, `plan` ------------------------------------
+MIG0, MIG1 = "MIG-00000000-0000-4000-8000-000000000200", "MIG-00000000-0000-4000-8000-000000000201"
+
+
+def mig_box(box):
+    """GPU 0, 1 (an L40S), 3: whole GPUs; GPU 2: an A100 in MIG mode with two 2g.20gb slices."""
+    slices = [{"uuid": u, "name": "NVIDIA A100-SXM4-80GB MIG 2g.20gb", "memory_total": "20GiB"} for u in (MIG0, MIG1)]
+    box.write_gpus([gpu_desc(0), gpu_desc(1, name="NVIDIA L40S", memory_total="48GiB"),
+                    gpu_desc(2, name="NVIDIA A100-SXM4-80GB", memory_total="80GiB", mig_mode=1, mig_devices=slices),
+                    gpu_desc(3)])
+    box.write_policy("services:\n  - match: 'crit*'\n    class: critical\n  - match: '*'\n")
+    return box
+
+
+def test_mig_instances_rank_alike_in_priority_list_status_and_plan(box):
+    """After `priority order 2 3 0 1` the slices of GPU 2 take its rank 0 in every view; `priority
+    list` used to call them unranked while `plan` and `status` said prio 0."""
+    mig_box(box)
+    assert box.cli("priority", "order", "2", "3", "0", "1").returncode == 0
+    out = box.json("priority", "list")
+    assert MIG0 not in out["unranked"] and MIG1 not in out["unranked"]
+    assert [(i["label"], i["rank"], i["from"]) for i in out["inherited"]] == \
+        [("GPU 2 MIG 0", 0, C), ("GPU 2 MIG 1", 0, C)]
+    status = {r["uuid"]: (r["priority"], r["priority_from"]) for r in box.json("status")["gpus"]}
+    assert status[MIG0] == status[MIG1] == (0, C)
+    plan = {v["uuid"]: (v["priority"], v["priority_from"]) for v in box.json("plan", "crit")["verdicts"]}
+    assert plan[MIG0] == (0, C)
+    text = box.cli("priority", "list").stdout.splitlines()
+    (line,) = [l for l in text if MIG0 in l]
+    assert line.split()[:6] == ["0", "from", "GPU", "2", "GPU", "2"] and "GPU 2 MIG 0" in line
+    plan_text = box.cli("plan", "crit").stdout
+    assert "MIG slice" in plan_text and "ranks 0 from GPU 2" in plan_text  # why a slice, not the L40S
+
+
+def test_rank_set_on_a_mig_uuid_is_labelled_with_its_instance(box):
+    mig_box(box)
+    assert box.cli("priority", "set", MIG1, "0").returncode == 0
+    (row,) = box.json("priority", "list")["priority"]
+    assert (row["uuid"], row["label"]) == (MIG1, "GPU 2 MIG 1")
+    (line,) = [l for l in box.cli("priority", "list").stdout.splitlines() if MIG1 in l]
+    assert "GPU 2 MIG 1" in line
+
+
+@pytest.mark.parametrize("ref", ["GPU 2 MIG 1", "2 MIG 1", "gpu 2 mig 1"])
+def test_mig_instance_named_by_its_label(box, ref):
+    mig_box(box)
+    r = box.cli("priority", "set", ref, "0")
+    assert r.returncode == 0, r.stderr
+    assert query(box.state, "SELECT uuid FROM priority") == [(MIG1,)]
+
+
+# -- UUID prefixes, as CUDA_VISIBLE_DEVICES takes them -------------------------------------------
+U1, U2, U3 = ("GPU-1a2b3c4d-5e6f-4a1b-8c2d-0123456789ab", "GPU-1a2b3c4d-9999-4a1b-8c2d-0123456789ab",
+              "GPU-77aa0000-5e6f-4a1b-8c2d-0123456789ab")
+
+
+def realistic_box(box):
+    box.write_gpus([gpu_desc(i, uuid=u) for i, u in enumerate((U1, U2, U3))])
+    box.write_policy("services:\n  - match: '*'\n")
+    return box
+
+
+def test_gpu_named_by_a_unique_uuid_prefix(box):
+    realistic_box(box)
+    for args in (["priority", "set", "GPU-77aa", "0"], ["drain", "GPU-1a2b3c4d-9", "--reason", "x"]):
+        r = box.cli(*args)
+        assert r.returncode == 0, (args, r.stderr)
+    assert query(box.state, "SELECT uuid FROM priority") == [(U3,)]
+    assert query(box.state, "SELECT uuid FROM drain") == [(U2,)]
+    assert box.cli("undrain", "GPU-1a2b3c4d-99").returncode == 0
+    assert query(box.state, "SELECT uuid FROM drain") == []
+
+
+def test_ambiguous_uuid_prefix_is_one_line_naming_the_candidates(box):
+    realistic_box(box)
+    for args in (["priority", "set", "GPU-1a2b", "0"], ["drain", "GPU-1a2b", "--reason", "x"]):
+        r = box.cli(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert_one_line_error(r.stderr, "GPU-1a2b", "ambiguous", U1, U2, "GPU 0", "GPU 1")
+    r = box.cli("drain", "GPU-ffff", "--reason", "x")
+    assert r.returncode == 2
+    assert_one_line_error(r.stderr, "GPU-ffff", "no GPU's UUID starts with it")
+    assert query(box.state, "SELECT count(*) FROM drain") == [(0,)]
+
+
+def test_every_uuid_status_shows_is_taken_back(box):
+    """`status` used to show `GPU-1a2b3c4d…89ab`, which no command accepts."""
+    realistic_box(box)
+    lines = box.cli("status").stdout.splitlines()
+    shown = [line.split()[1] for line in lines[1:4]]
+    assert shown == ["GPU-1a2b3c4d-5", "GPU-1a2b3c4d-9", "GPU-77aa0000"]
+    for prefix, full in zip(shown, (U1, U2, U3)):
+        assert box.cli("drain", prefix, "--reason", "check").returncode == 0
+        assert query(box.state, "SELECT uuid FROM drain") == [(full,)]
+        assert box.cli("undrain", prefix).returncode == 0

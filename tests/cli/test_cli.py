@@ -209,8 +209,9 @@ def test_plugins_command_lists_builtins_and_servers(box):
     out = box.json("plugins")["plugins"]
     assert "cortex_hook.hooks.builtin.nvml" in out and "cortex_discover_gpus" in out["cortex_hook.hooks.builtin.nvml"]
     for name in ("llama.cpp", "vllm", "triton", "sglang", "tgi", "ollama"):
+        sharding = ["cortex_tensor_parallel"] if name in ("vllm", "sglang", "tgi") else []  # (same_model)
         assert out[name] == ["cortex_prepare_launch", "cortex_readiness_probe", "cortex_server_names",
-                             "cortex_validate_options"]
+                             *sharding, "cortex_validate_options"]
 
 
 def test_unsafe_policy_is_refused_as_root(box):

@@ -25,8 +25,8 @@ STOP_PATH = {
     "cortex_hook.systemd.leaseunit", "cortex_hook.systemd.unitname",
 }
 # and what `allocate` adds: the decision
-START_PATH = STOP_PATH - {"cortex_hook.release", "cortex_hook.cli.release"} | {
-    "cortex_hook.systemd.isolation",
+START_PATH = STOP_PATH - {"cortex_hook.cli.release"} | {
+    "cortex_hook.systemd.isolation", "cortex_hook.systemd.systemctl",
     "cortex_hook.allocation", "cortex_hook.planner", "cortex_hook.rules",
     "cortex_hook.serverkit", "cortex_hook.cli.allocate", "cortex_hook.cli.render",
     "cortex_hook.hooks", "cortex_hook.hooks.callplan", "cortex_hook.hooks.entrypoints",

@@ -47,7 +47,7 @@ def test_supervise_waits_reports_and_stops_cleanly(served, tmp_path):
         assert [(l["unit"], l["pid"]) for l in leases] == [("llm.service", proc.pid)]
         ready.touch()
         line = read_until(proc.stderr, "ready on")[-1]
-        assert line == "cortex-hook: ready on GPU-00000000…0000 (priority -)"
+        assert line == f"cortex-hook: ready on {uuid_of(0)} (priority -)"
         server = json.loads(served.record.read_text())
         assert server["env"]["CUDA_VISIBLE_DEVICES"] == uuid_of(0)
         proc.send_signal(signal.SIGTERM)

@@ -68,6 +68,11 @@ class Sandbox:
         r = self.systemctl("show", unit, *[f"-p{p}" for p in props], check=True)
         return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
 
+    def device_allow(self, unit):
+        """Every DeviceAllow= entry of UNIT (`systemctl show` gives one line each)."""
+        r = self.systemctl("show", unit, "-pDeviceAllow", check=True)
+        return [line.split("=", 1)[1] for line in r.stdout.splitlines() if line.startswith("DeviceAllow=")]
+
     def prop(self, unit, name):
         return self.show(unit, name)[name]
 
@@ -96,7 +101,9 @@ class Sandbox:
         return os.path.join(self.dir, "etc-systemd", "system")
 
     def write_unit(self, name, text):
+        """Write /etc/systemd/system/NAME (NAME may be `UNIT.d/DROPIN.conf`)."""
         path = os.path.join(self.unit_dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(text)
         return path

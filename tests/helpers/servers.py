@@ -59,13 +59,13 @@ def make_request(server, gpus, n=1, options=None, visible_devices="uuid", **svc)
                                  options=dict(options or {}), **svc)
 
 
-def prepare(plugins, server, argv, n=1, gpus=None, env=None, **svc):
+def prepare(plugins, server, argv, n=1, gpus=None, env=None, mode=None, **svc):
     """Plan for SERVER on GPUS (four_gpus() by default) and let every plugin prepare the launch of
-    ARGV (None: env-file mode). Returns (decision, launch)."""
+    ARGV (None: env-file mode, unless MODE, Launch.mode, says otherwise). Returns (decision, launch)."""
     request = make_request(server, four_gpus() if gpus is None else gpus, n, **svc)
     decision = plan(plugins, request)
     assert decision.ok, decision.summary
-    launch = Launch(argv=None if argv is None else list(argv), env=dict(env or {}))
+    launch = Launch(argv=None if argv is None else list(argv), env=dict(env or {}), mode=mode)
     plugins.prepare_launch(request, decision, launch)
     return decision, launch
 

@@ -63,6 +63,11 @@ def cortex_validate_options(service):
 
 
 @hookimpl
+def cortex_tensor_parallel(service):
+    return service.options.get("colour") == "sharded" or None
+
+
+@hookimpl
 def cortex_readiness_probe(request, launch):
     if request.service.server == "thirdparty" and os.environ.get("SITE_PORT"):
         from cortex_hook.probe import TcpProbe
@@ -182,6 +187,21 @@ def test_a_server_plugin_is_asked_about_its_own_services_only(box, tmp_path):
     finally:
         sys.path.remove(site)
         sys.modules.pop("site_plugin", None)
+
+
+def test_a_server_plugin_that_shards_makes_same_model_the_default(box, tmp_path):
+    """cortex_tensor_parallel: the site's `colour: sharded` services get GPUs of one model."""
+    site = install_plugin(tmp_path, THIRD_PARTY)
+    box.write_gpus([gpu_desc(0, name="NVIDIA L4"), gpu_desc(1, name="NVIDIA L40S", memory_used="1GiB"),
+                    gpu_desc(2, name="NVIDIA L40S")])  # ranked 2 (the site's bonus), 0, 1
+    box.write_policy("services:\n  - match: tp.service\n    server: thirdparty\n    gpus: 2\n"
+                     "    options: {colour: sharded}\n  - match: '*'\n    server: thirdparty\n    gpus: 2\n")
+    env = box.env(PYTHONPATH=site)
+    tp = box.json("plan", "tp", env=env)
+    assert tp["gpus"] == [uuid_of(2), uuid_of(1)]
+    assert "GPU 0 (NVIDIA L4): not the same model as GPU 2 (NVIDIA L40S); same_model is on for tensor parallel" \
+        in tp["notes"]
+    assert box.json("plan", "other", env=env)["gpus"] == [uuid_of(2), uuid_of(0)]
 
 
 def test_plugins_can_be_blocked_by_name(box, tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from cortex_hook.systemd import unitfile
+from cortex_hook.systemd import command
 
 from ..helpers.box import gpu_desc, uuid_of
 from ..helpers.servers import ALL, MIG_UUID, POOL, THEIRS, TWO_GPU_FLAGS, UUID_NOTE
@@ -152,23 +152,23 @@ def write_unit(root, name, text):
     return path
 
 
-def test_unit_command_unquotes_like_systemd(tmp_path):
+def test_read_command_unquotes_like_systemd(tmp_path):
     write_unit(tmp_path, "llm.service", UNIT_TEXT)
-    assert unitfile.unit_command("llm.service", str(tmp_path)) == UNIT_WORDS
+    assert command.read_command("llm.service", str(tmp_path)).argv == UNIT_WORDS
 
 
 @pytest.mark.parametrize("mode", ["exec", "supervise"])
-def test_unit_command_unwraps_our_own_wrapper(tmp_path, mode):
+def test_read_command_unwraps_our_own_wrapper(tmp_path, mode):
     from cortex_hook.systemd.dropin import install
     from cortex_hook.systemd.program import Options
     write_unit(tmp_path, "llm.service", UNIT_TEXT)
     path, text = install("llm.service", mode, Options("/usr/local/bin/cortex-hook", policy="/etc/cortex-hook/p.yaml",
                                                       runtime_dir="/run/cortex-hook"), root=str(tmp_path))
     assert "ExecStart=-/usr/local/bin/cortex-hook --policy /etc/cortex-hook/p.yaml" in text  # really wrapped
-    assert unitfile.unit_command("llm.service", str(tmp_path)) == UNIT_WORDS
+    assert command.read_command("llm.service", str(tmp_path)).argv == UNIT_WORDS
 
 
-def test_unit_command_unwraps_an_argv0_wrapper(tmp_path):
+def test_read_command_unwraps_an_argv0_wrapper(tmp_path):
     """`ExecStart=@/usr/bin/python3 llm-server ARGS`: the wrapper takes --argv0 llm-server."""
     from cortex_hook.systemd.dropin import install
     from cortex_hook.systemd.program import Options
@@ -177,31 +177,32 @@ def test_unit_command_unwraps_an_argv0_wrapper(tmp_path):
     _, text = install("llm.service", "supervise", Options("/usr/local/bin/cortex-hook", runtime_dir="/run/ch"),
                       root=str(tmp_path))
     assert "--argv0 llm-server --" in text
-    assert unitfile.unit_command("llm.service", str(tmp_path)) == [
+    assert command.read_command("llm.service", str(tmp_path)).argv == [
         "/usr/bin/python3", "-u", "/opt/llm/serve.py", "--port", "18123"]
 
 
-def test_unit_command_of_an_unwrapped_argv0_unit(tmp_path):
+def test_read_command_of_an_unwrapped_argv0_unit(tmp_path):
     """Unwrapped, `@/usr/bin/python3 llm-server ARGS` runs /usr/bin/python3 with ARGS (llm-server
     is only argv[0]); the command shown must not have llm-server as an argument, and must match
     what the same unit gives once wrapped (above)."""
     write_unit(tmp_path, "llm.service",
                "[Service]\nExecStart=@/usr/bin/python3 llm-server -u /opt/llm/serve.py --port 18123\n")
-    assert unitfile.unit_command("llm.service", str(tmp_path)) == [
+    assert command.read_command("llm.service", str(tmp_path)).argv == [
         "/usr/bin/python3", "-u", "/opt/llm/serve.py", "--port", "18123"]
 
 
-def test_unit_command_follows_drop_in_overrides(tmp_path):
+def test_read_command_follows_drop_in_overrides(tmp_path):
     write_unit(tmp_path, "llm.service", UNIT_TEXT)
     write_unit(tmp_path, "llm.service.d/10-port.conf",
                "[Service]\nExecStart=\nExecStart=/opt/llama/bin/llama-server --port=18999\n")
-    assert unitfile.unit_command("llm.service", str(tmp_path)) == ["/opt/llama/bin/llama-server", "--port=18999"]
-    assert unitfile.unit_command("absent.service", str(tmp_path)) is None
+    assert command.read_command("llm.service", str(tmp_path)).argv == ["/opt/llama/bin/llama-server", "--port=18999"]
+    assert command.read_command("absent.service", str(tmp_path)).argv is None
 
 
 def _cli_plan(box, monkeypatch, capsys, root, *plan_args):
     from cortex_hook import cli
-    monkeypatch.setattr(unitfile, "unit_command", functools.partial(unitfile.unit_command, root=str(root)))
+    from cortex_hook.cli import views
+    monkeypatch.setattr(views, "read_command", functools.partial(command.read_command, root=str(root)))
     rc = cli.main(["--policy", box.policy, "--state", box.state, "--runtime-dir", box.runtime, *plan_args])
     return rc, capsys.readouterr().out
 

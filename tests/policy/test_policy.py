@@ -295,3 +295,15 @@ def test_policy_cache_is_used_only_while_the_file_is_unchanged(box):
     box.write_policy("services:\n  - match: '*'\n    gpus: lots\n")
     r = box.cli("plan", "a")
     assert r.returncode == 78  # a broken edit is never masked by the old cache
+
+
+def test_server_name_in_the_wrong_case_gets_a_did_you_mean():
+    err = str(error_of("version: 1\nservices:\n  - match: a\n    server: vLLM\n"))
+    assert err.startswith("/etc/cortex-hook/policy.yaml:4:13: services[0].server: not a plugin name: 'vLLM'")
+    assert "(did you mean 'vllm'?)" in err
+    assert "did you mean" not in str(error_of("version: 1\nservices:\n  - match: a\n    server: VLLM!\n"))
+
+
+def test_a_bad_class_lists_the_choices_once():
+    err = str(error_of("version: 1\nservices:\n  - match: a\n    class: important\n"))
+    assert err.count("critical") == 1 and err.count("batch") == 1, err

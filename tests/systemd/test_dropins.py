@@ -72,7 +72,7 @@ def test_supervise_blocks_until_health_turns_200(host):
     assert loading["StatusText"] == "waiting for /health: 503 Loading model"
     ready.touch()
     st = host.sb.wait_state("llm.service", "active")
-    assert st["StatusText"] == "ready on GPU-00000000…0000 (priority -)"
+    assert st["StatusText"] == f"ready on {uuid_of(0)} (priority -)"  # the shortest prefix no other GPU has
     planned = host.decision("llm.service")["launch"]["env"]
     assert gpu_env(host.sb.environ(int(st["MainPID"]))) == planned  # the wrapper
     assert gpu_env(host.record(record)["env"]) == planned           # and the server it runs
@@ -150,9 +150,11 @@ def test_isolate_lets_the_unit_open_only_its_gpu(host):
     assert opened["/dev/nvidia1"] == errno.ENXIO   # allowed: the device cgroup let it through
     assert opened["/dev/nvidia0"] == errno.EPERM   # the other GPU: refused by the device cgroup
     assert opened["/dev/null"] == "opened"
-    props = host.sb.show("llm.service", "DevicePolicy", "DeviceAllow")
-    assert props["DevicePolicy"] == "closed" and "/dev/nvidia1 rw" in props["DeviceAllow"]
-    assert "/dev/nvidia0 " not in props["DeviceAllow"]
+    props = host.sb.show("llm.service", "DevicePolicy", "NeedDaemonReload")
+    allowed = host.sb.device_allow("llm.service")
+    assert props["DevicePolicy"] == "closed" and "/dev/nvidia1 rw" in allowed
+    assert "/dev/nvidia0 rw" not in allowed
+    assert props["NeedDaemonReload"] == "no"  # install left placeholders: no "changed on disk"
     host.sb.stop("llm.service")
     assert host.sb.show("llm.service", "DevicePolicy")["DevicePolicy"] == "auto"  # for this start only
     assert host.leases() == []
@@ -177,10 +179,65 @@ def test_isolate_locks_a_cpu_fallback_out_of_every_gpu(host):
     assert host.decision("llm.service")["launch"]["env"]["CUDA_VISIBLE_DEVICES"] == "-1"
     assert opened["/dev/nvidia0"] == errno.EPERM and opened["/dev/nvidiactl"] == errno.EPERM
     assert opened["/dev/null"] == "opened"
-    props = host.sb.show("llm.service", "DevicePolicy", "DeviceAllow")
-    assert props["DevicePolicy"] == "closed" and "nvidia" not in props.get("DeviceAllow", "")
+    assert host.sb.prop("llm.service", "DevicePolicy") == "closed"
+    assert not [e for e in host.sb.device_allow("llm.service") if "nvidia" in e]
     host.sb.stop("llm.service")
     assert host.sb.prop("llm.service", "DevicePolicy") == "auto"
+
+
+
+def test_isolate_keeps_the_units_own_device_settings_and_gives_them_back(host):
+    """A unit with its own DevicePolicy=/DeviceAllow=: the lockdown keeps its own entries (all
+    but one naming an NVIDIA device, which would let another GPU through), and release puts its
+    own settings back (not DevicePolicy=auto and an empty list). (Its own `strict` would stay
+    strict: not tried here, the stand-in's python needs /dev/null.)"""
+    host.setup("isolate: true\nservices:\n  - match: llm.service\n",
+               gpus=[gpu_desc(0, minor_number=0), gpu_desc(1, minor_number=1)])
+    host.cortex("drain", "0", "--reason", "make the choice GPU 1")
+    for node, minor in (("/dev/nvidia1", "1"), ("/dev/fuse", None)):
+        host.sb.run("mknod", "-m", "666", node, "c", *(("195", minor) if minor else ("10", "229")), check=True)
+    record = host.standin_unit("llm.service", "User=nobody\nDevicePolicy=closed\nDeviceAllow=/dev/fuse rw\n"
+                                     "DeviceAllow=/dev/nvidia0 rw\n")
+    host.install("llm.service", "env")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    host.record(record)  # it runs
+    props = host.sb.show("llm.service", "DevicePolicy", "ActiveState")
+    assert (props["DevicePolicy"], props["ActiveState"]) == ("closed", "active")
+    allowed = host.sb.device_allow("llm.service")
+    assert "/dev/fuse rw" in allowed and "/dev/nvidia1 rw" in allowed and "/dev/nvidia0 rw" not in allowed
+    host.sb.stop("llm.service")
+    props = host.sb.show("llm.service", "DevicePolicy", "NeedDaemonReload")
+    assert props["DevicePolicy"] == "closed"
+    assert sorted(host.sb.device_allow("llm.service")) == ["/dev/fuse rw", "/dev/nvidia0 rw"]
+    assert props["NeedDaemonReload"] == "no"
+
+def test_reaping_a_start_whose_release_never_ran_lifts_its_lockdown(host):
+    """A start whose release never ran (here its lease unit's ExecStopPost= was overridden away):
+    `leases --reap` drops the lease and undoes the rest exactly as release does (env file, record,
+    and the device lockdown, which would otherwise hold the unit's next plain start to one GPU)."""
+    host.setup("isolate: true\nservices:\n  - match: llm.service\n",
+               gpus=[gpu_desc(0, minor_number=0), gpu_desc(1, minor_number=1)])
+    host.standin_unit("llm.service", "User=nobody\n")
+    host.install("llm.service", "env")
+    lease = lease_unit_of("llm.service")
+    host.sb.write_unit(f"{lease}.d/no-release.conf", "[Service]\nExecStopPost=\nExecStopPost=/bin/true\n")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    assert host.sb.prop("llm.service", "DevicePolicy") == "closed"
+    host.sb.systemctl("stop", "llm.service", check=True)
+    host.sb.wait_released("llm.service")
+    assert [l["unit"] for l in host.leases()] == ["llm.service"]  # nothing gave it back
+    assert host.sb.prop("llm.service", "DevicePolicy") == "closed"
+    assert host.start_record("llm.service") is not None
+
+    reaped = host.cortex_json("leases", "--reap")["reaped"]
+    assert [r["unit"] for r in reaped] == ["llm.service"]
+    assert host.leases() == []
+    assert host.sb.prop("llm.service", "DevicePolicy") == "auto"
+    assert host.sb.device_allow("llm.service") == []
+    assert host.start_record("llm.service") is None
+    assert not host.sb.exists("/run/cortex-hook/llm.service.env")
 
 
 # -- what we write, read back by the real systemd ---------------------------------------------------
@@ -271,7 +328,7 @@ def test_every_drop_in_passes_systemd_analyze_verify_silently(host, mode):
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
 
 
-EXAMPLES = os.path.join(REPO, "systemd", "examples")
+EXAMPLES = os.path.join(REPO, "cortex_hook", "cli", "examples")  # shipped: `cortex-hook example`
 
 
 @pytest.mark.parametrize("example", ["llama-server.service", "vllm@.service", "tritonserver.service"])
@@ -289,6 +346,49 @@ def test_example_units_verify_alone_and_with_each_mode(host, example):
             host.install(example, mode)
         r = host.sb.run("systemd-analyze", "verify", f"/etc/systemd/system/{instance}")
         assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), mode
+
+
+def recipe(text, heading="Step by step:"):
+    """The shell lines a unit file's comments give after HEADING (`#   command`), as one script."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.rstrip().endswith(heading)) + 1
+    script = []
+    for line in lines[start:]:
+        if not line.startswith("#   "):
+            break
+        script.append(line[len("#   "):])
+    return "\n".join(script) + "\n"
+
+
+def test_vllm_example_starts_for_an_escaped_model_name_and_reads_its_settings(host):
+    """The vllm@ example, run the way its own comments say (model name through systemd-escape, its
+    settings file named as they say), starts and gets its settings: `EnvironmentFile=` reads a
+    glob, where the backslashes of an escaped instance name are escapes, not characters. A
+    faithful copy: the server is the stand-in, /etc/vllm a directory of the test, no StateDirectory=
+    (it is the host's /var/lib), User=nobody."""
+    host.setup("services:\n  - match: 'vllm@*.service'\n")
+    record = host.out / "vllm.json"
+    settings = host.out / "etc-vllm"
+    text = open(os.path.join(EXAMPLES, "vllm@.service")).read()
+    for old, new in (("/etc/vllm", str(settings)), ("/opt/vllm/bin/vllm", f"{host.sb.python} -u {STANDIN} "
+                     f"--record {record}"), ("User=vllm", "User=nobody"), ("Group=vllm", "Group=nogroup"),
+                     ("StateDirectory=vllm\n", "")):
+        assert old in text, old
+        text = text.replace(old, new)
+    host.sb.write_unit("vllm@.service", text)
+    host.install("vllm@.service", "env")
+    host.sb.daemon_reload()
+    r = host.sb.run("sh", "-ec", recipe(text))
+    instance = host.sb.run("systemd-escape", "meta-llama/Llama-3.1-8B-Instruct", check=True).stdout.strip()
+    unit = f"vllm@{instance}.service"
+    assert r.returncode == 0, (r.stderr, host.sb.journal(unit)[-2000:])
+    seen = host.record(record)
+    assert seen["env"]["PORT"] == "8001"  # from the instance's settings file
+    assert seen["argv"][seen["argv"].index("serve") + 1:] == [
+        "meta-llama/Llama-3.1-8B-Instruct", "--host", "127.0.0.1", "--port", "8001", "--tensor-parallel-size", "1"]
+    assert host.sb.prop(unit, "ActiveState") == "active"
+    host.sb.stop(unit)
+    assert host.leases() == []
 
 
 def test_example_policy_validates(box):

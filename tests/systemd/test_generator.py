@@ -714,3 +714,23 @@ def test_the_status_file_replaces_a_planted_symlink_instead_of_following_it(tmp_
     status, _ = _generate(tmp_path, pdir, broken=False)
     assert status["ok"] and victim.read_text() == "precious\n"
     assert not (tmp_path / "run" / "generator.status").is_symlink()
+
+
+@systemd
+def test_an_isolated_generated_unit_never_shows_changed_on_disk(host):
+    """isolate: true locks the unit's devices with `set-property --runtime` at each start. systemd 252
+    calls a unit "changed on disk" (NeedDaemonReload, and `systemctl status` says to daemon-reload)
+    when that creates drop-ins it did not load; the generator's placeholders make it a rewrite."""
+    host.setup("isolate: true\nservices:\n  - match: llm.service\n    install: env\n")
+    host.standin_unit("llm.service", "User=nobody\n")
+    install_generator(host)
+    assert reload(host)["ok"]
+    for round_ in ("first start", "restart"):
+        host.sb.systemctl("restart", "llm.service", check=True)
+        props = host.sb.show("llm.service", "DevicePolicy", "NeedDaemonReload")
+        assert props["DevicePolicy"] == "closed" and "/dev/nvidia0 rw" in host.sb.device_allow("llm.service"), round_
+        assert props["NeedDaemonReload"] == "no", round_
+        assert "changed on disk" not in host.sb.systemctl("status", "llm.service").stderr, round_
+    host.sb.stop("llm.service")
+    props = host.sb.show("llm.service", "DevicePolicy", "NeedDaemonReload")
+    assert (props["DevicePolicy"], props["NeedDaemonReload"]) == ("auto", "no")
