@@ -14,21 +14,22 @@ from fnmatch import fnmatchcase
 
 from .model import Reason
 
-DEVICE_UUID = re.compile(r"(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-_PCI_BUS_ID = re.compile(r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.([0-7]))?")
+# patterns, compiled (and cached) by re at first use: not at every start
+DEVICE_UUID = r"(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
+_PCI_BUS_ID = r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.([0-7]))?"
 CPU_ONLY = "-1"  # CUDA_VISIBLE_DEVICES that hides every GPU (an empty value reads as "unset" to some tools)
 
 
 # -- naming a GPU --------------------------------------------------------------------------------
 def is_device_uuid(text):
     """True for a whole GPU or MIG UUID as NVML gives it (`GPU-…`, `MIG-…`)."""
-    return bool(DEVICE_UUID.fullmatch(text))
+    return bool(re.fullmatch(DEVICE_UUID, text))
 
 
 def normalize_pci(text):
     """`18:00.0`, `0000:18:00.0` or `00000000:18:00.0` -> NVML's `00000000:18:00.0`; None if
     TEXT is not a PCI bus id."""
-    m = _PCI_BUS_ID.fullmatch(str(text).strip())
+    m = re.fullmatch(_PCI_BUS_ID, str(text).strip())
     if not m:
         return None
     dom, bus, dev, fn = m.groups()

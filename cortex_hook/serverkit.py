@@ -207,7 +207,7 @@ def is_env_map(v):
                                           and isinstance(x, (str, int)) and not isinstance(x, bool)
                                           for k, x in v.items()):
         return "expected a mapping of environment variable names to values"
-    steering = sorted(k for k in v if STEERING.fullmatch(k))  # CORTEX_HOOK_UNIT too: that one is ours
+    steering = sorted(k for k in v if re.fullmatch(STEERING, k))  # CORTEX_HOOK_UNIT too: that one is ours
     if steering:
         return (f"{', '.join(steering)}: steers the dynamic loader, an interpreter or cortex-hook; "
                 "cortex-hook never puts it into a server's environment")

@@ -17,7 +17,6 @@ from ..errors import StateError
 from ..files.trust import check_trusted
 from ..model import Drain, Lease, Snapshot
 from . import view
-from .create import create as create_database
 from .jsonsql import history_dicts, json_sql
 from .schema import DEFAULT_HISTORY_LIMIT, SCHEMA_VERSION, migrate
 
@@ -58,6 +57,7 @@ class State:
                 raise StateError(f"state {path}: cannot create {directory}: {exc.strerror}") from None
             if check_owner:
                 check_trusted(directory, "state directory")
+            from .create import create as create_database  # only once per machine (or after a loss)
             create_database(path, runtime_dir)
         elif st.st_size == 0:
             raise StateError(f"state {path}: empty (0 bytes), truncated; it is left untouched (move it "

@@ -9,23 +9,23 @@ import re
 
 from ..errors import UsageError
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"  # patterns, compiled (and cached) by re at first use: not at every start
 # names no env file of cortex-hook may set: they steer the dynamic loader (LD_*), what an
 # interpreter runs (PATH, PYTHON*), or cortex-hook itself (CORTEX_HOOK_*; CORTEX_HOOK_UNIT is ours)
-STEERING = re.compile(r"LD_[A-Z0-9_]*|PATH|PYTHON[A-Z0-9_]*|CORTEX_HOOK_[A-Z0-9_]*")
+STEERING = r"LD_[A-Z0-9_]*|PATH|PYTHON[A-Z0-9_]*|CORTEX_HOOK_[A-Z0-9_]*"
 OWN_VARIABLES = ("CORTEX_HOOK_UNIT",)
 
 
 def steers_execution(name):
     """True for an environment variable an env file must never set (STEERING, not ours)."""
-    return bool(STEERING.fullmatch(name)) and name not in OWN_VARIABLES
+    return bool(re.fullmatch(STEERING, name)) and name not in OWN_VARIABLES
 _ESCAPE = str.maketrans({"\\": "\\\\", '"': '\\"', "$": "\\$", "`": "\\`"})
 
 
 def check_env(env):
     """Raise UsageError for a name or value systemd would refuse or alter."""
     for name, value in env.items():
-        if not _NAME.fullmatch(name):
+        if not re.fullmatch(_NAME, name):
             raise UsageError(f"environment variable name {name!r} is not valid")
         if steers_execution(name):
             raise UsageError(f"environment variable {name}: steers the dynamic loader, an interpreter or "
