@@ -14,7 +14,7 @@ from cortex_hook.probe import FAILED, READY, WAITING, HttpProbe, TcpProbe, probe
 
 from ..helpers.box import gpu_desc, uuid_of
 from ..helpers.instruments import STANDIN
-from ..helpers.processes import free_port, read_until
+from ..helpers.processes import end_group, free_port, read_until, start_group
 
 
 
@@ -31,9 +31,9 @@ def served(box, tmp_path):
 
 
 def supervise(box, *server_args):
-    return subprocess.Popen([sys.executable, "-m", "cortex_hook", "supervise", "--unit", "llm", "--",
-                             *box.standin, *server_args], env=box.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return start_group([sys.executable, "-m", "cortex_hook", "supervise", "--unit", "llm", "--",
+                        *box.standin, *server_args], env=box.env(), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
 
 
 def test_supervise_waits_reports_and_stops_cleanly(served, tmp_path):
@@ -53,8 +53,7 @@ def test_supervise_waits_reports_and_stops_cleanly(served, tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        end_group(proc)
     assert (tmp_path / "rec.json.signals").read_text() == "SIGTERM\n"  # passed on exactly once
     assert served.json("leases")["leases"] == []  # it took the lease itself, so it gave it back
     assert not os.path.exists(served.env_file("llm.service"))

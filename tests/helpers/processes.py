@@ -1,7 +1,9 @@
-"""Processes a test starts: a free loopback port, reading output until a line, and a process that
-holds leases taken with --holder-pid."""
+"""Processes a test starts: a free loopback port, reading output until a line, a wrapper whose
+server never outlives the test, and a process that holds leases taken with --holder-pid."""
 
+import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +15,21 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_group(cmd, **popen):
+    """Popen CMD as the leader of its own process group (a wrapper and the server it starts)."""
+    return subprocess.Popen(cmd, start_new_session=True, **popen)
+
+
+def end_group(proc):
+    """SIGKILL PROC's whole group if PROC still runs (a failed test must not leave its server)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def read_until(stream, needle, timeout=60.0):

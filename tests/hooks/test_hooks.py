@@ -12,7 +12,7 @@ from cortex_hook.hooks.entrypoints import iter_entry_points
 
 from ..helpers.box import assert_one_line_error, gpu_desc, uuid_of
 from ..helpers.instruments import STANDIN
-from ..helpers.processes import free_port, read_until
+from ..helpers.processes import end_group, free_port, read_until, start_group
 from ..helpers.siteplugin import install_plugin
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -302,9 +302,8 @@ def test_third_party_readiness_probe_gates_supervise(box, tmp_path):
     box.write_gpus([gpu_desc(0)])
     box.write_policy("services:\n  - match: '*'\n    server: thirdparty\n")
     env = box.env(PYTHONPATH=site, SITE_LOG=str(tmp_path / "log"), SITE_PORT=port)
-    proc = subprocess.Popen([sys.executable, "-m", "cortex_hook", "supervise", "--unit", "chat", "--",
-                             sys.executable, STANDIN, "--port", str(port)], env=env, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_group([sys.executable, "-m", "cortex_hook", "supervise", "--unit", "chat", "--",
+                        sys.executable, STANDIN, "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
     try:
         lines = read_until(proc.stderr, "ready on")
         assert any(f"waiting for port {port}: not listening yet" in l for l in lines) or \
@@ -312,8 +311,7 @@ def test_third_party_readiness_probe_gates_supervise(box, tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        end_group(proc)
 
 
 def test_plugin_validates_its_own_options(box, tmp_path):

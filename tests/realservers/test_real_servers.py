@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from ..helpers.box import gpu_desc, uuid_of
-from ..helpers.processes import free_port, read_until
+from ..helpers.processes import end_group, free_port, read_until, start_group
 
 pytestmark = pytest.mark.realserver
 
@@ -50,12 +50,12 @@ def run_supervised(box, server, gpus, command, extra_policy="", timeout=240, **e
     """Supervise COMMAND until it reports ready; returns (process, its status lines so far)."""
     box.write_policy(f"services:\n  - match: llm.service\n    server: {server}\n    gpus: {gpus}\n{extra_policy}",
                      inventory="nvml")
-    proc = subprocess.Popen([sys.executable, "-m", "cortex_hook", "supervise", "--unit", "llm", "--", *command],
-                            env=box.env(**env), stderr=subprocess.PIPE, text=True)
+    proc = start_group([sys.executable, "-m", "cortex_hook", "supervise", "--unit", "llm", "--", *command],
+                       env=box.env(**env), stderr=subprocess.PIPE, text=True)
     try:
         lines = read_until(proc.stderr, "ready on", timeout=timeout)
     except AssertionError:
-        proc.kill()
+        end_group(proc)
         raise
     return proc, lines
 
