@@ -99,6 +99,21 @@ def discover(plugins, policy, detail):
     return gpus
 
 
+def name_lost(gpus, seen):
+    """Give a lost GPU the driver no longer names (no UUID) the UUID it had when it last answered
+    at the same index (SEEN: State.seen_gpus()), so that its drain and its leases still show
+    against it. Said in its problems; a GPU that cannot be told apart keeps no UUID."""
+    present = {g.uuid for g in gpus if g.uuid}
+    for gpu in gpus:
+        if gpu.uuid is None and gpu.lost and not gpu.is_mig:
+            known = [u for u, row in seen.items() if row[0] == gpu.index and u.startswith("GPU-") and u not in present]
+            if len(known) == 1:
+                gpu.uuid = known[0]
+                gpu.problems = tuple(gpu.problems) + ("its UUID is the one it had when it last answered",)
+                present.add(known[0])
+    return gpus
+
+
 def discover_for(plugins, policy, svc, detail):
     """-> (gpus, driver problem). A driver that fails or hangs means "no GPU" for a service that
     may start on CPU; a driver that fails (not hangs) is waited out by a `wait` service."""
@@ -139,7 +154,7 @@ def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
     check_server(plugins, policy, svc)
     pids = own_pids(state.leases(unit))
     gpus, problem = discover_for(plugins, policy, svc, detail_for(svc, pids))
-    snapshot = state.snapshot()
+    snapshot = state.snapshot(policy.health.demote_window_seconds)
     snapshot.leases = [l for l in snapshot.leases if l.unit == unit or lease_alive(l)]
     request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
     decision = _decide(plugins, request, notes, problem)
@@ -217,7 +232,7 @@ def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
     for trouble in reap(state, ctx.runtime_dir, lease_alive, policy.history_limit, exclude_unit=unit)[1]:
         log(WARNING, f"cortex-hook: warning: {trouble}")
     state.drop_leases(unit)  # this start supersedes whatever the unit held before
-    snapshot = state.snapshot()
+    snapshot = state.snapshot(policy.health.demote_window_seconds)
     _refuse_env_file_clash(unit, snapshot)
     request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
     decision = _decide(plugins, request, notes, problem)

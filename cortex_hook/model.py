@@ -1,132 +1,13 @@
 """The plain data every module and hook passes around: GPUs, policy, state, verdicts, decisions.
 
-Each record declares its fields as annotations, in order, with defaults as class values
-(`new(dict)` is a fresh dict per record, like dataclasses' default_factory). They are plain
-classes with __slots__ made from those annotations, not dataclasses: creating a dozen dataclasses
-costs about 10 ms at import, on the start path of every inference server.
-
-`to_plain()` and `Record.from_plain()` are the one serialisation of every record: plain data
-(dicts, lists, str, numbers, bools, None) that marshal and JSON can hold, read back through the
-field annotations. The policy cache, the decision record and `leases --json` all use it.
+They are records (records.py: fields are annotations; `to_plain()`/`from_plain()` are their one
+serialisation), importable from here as before.
 """
 
-import types
 from fnmatch import fnmatchcase
 
 from .quantities import format_size
-
-
-class new:
-    """A default built fresh for each record, e.g. `new(dict)`."""
-
-    __slots__ = ("factory",)
-
-    def __init__(self, factory):
-        self.factory = factory
-
-
-class _RecordType(type):
-    """Makes `__slots__`, FIELDS, DEFAULTS and TYPES from a record class's annotations."""
-
-    def __new__(mcs, name, bases, namespace):
-        annotations = namespace.get("__annotations__")
-        if annotations is None and callable(namespace.get("__annotate__")):  # Python 3.14 (PEP 649)
-            annotations = namespace["__annotate__"](1)
-        types_ = dict(annotations or {})
-        namespace["__slots__"] = tuple(types_)
-        defaults = {field: namespace.pop(field) for field in types_ if field in namespace}
-        cls = super().__new__(mcs, name, bases, namespace)
-        cls.FIELDS, cls.DEFAULTS, cls.TYPES = tuple(types_), defaults, types_
-        return cls
-
-
-class Record(metaclass=_RecordType):
-    """Positional or keyword construction, repr, field equality and plain-data conversion."""
-
-    def __init__(self, *args, **kwargs):
-        names = self.FIELDS
-        if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional arguments")
-        for name, value in zip(names, args):
-            setattr(self, name, value)
-        for name in names[len(args):]:
-            if name in kwargs:
-                value = kwargs.pop(name)
-            elif name in self.DEFAULTS:
-                value = self.DEFAULTS[name]
-                if type(value) is new:
-                    value = value.factory()
-            else:
-                raise TypeError(f"{type(self).__name__} needs {name!r}")
-            setattr(self, name, value)
-        if kwargs:
-            raise TypeError(f"{type(self).__name__} has no field {next(iter(kwargs))!r}")
-
-    def as_dict(self):
-        """The fields as a dict (shallow)."""
-        return {name: getattr(self, name) for name in self.FIELDS}
-
-    def to_plain(self):
-        """The record as plain data (nested records, sets and tuples converted too)."""
-        return to_plain(self)
-
-    @classmethod
-    def from_plain(cls, data):
-        """The record `to_plain()` gave DATA for; a missing field takes its default."""
-        return from_plain(cls, data)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
-
-    def __eq__(self, other):
-        return type(other) is type(self) and all(getattr(self, n) == getattr(other, n) for n in self.FIELDS)
-
-    __hash__ = None
-
-
-class FrozenRecord(Record):
-    """A Record used as a value (hashable by its fields)."""
-
-    def __hash__(self):
-        return hash(tuple(getattr(self, n) for n in self.FIELDS))
-
-
-def to_plain(value):
-    """VALUE as plain data: records become dicts, sets sorted lists, tuples lists."""
-    if isinstance(value, Record):
-        return {name: to_plain(getattr(value, name)) for name in value.FIELDS}
-    if isinstance(value, dict):
-        return {key: to_plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(item) for item in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(to_plain(item) for item in value)
-    return value
-
-
-def from_plain(kind, data):
-    """Read plain DATA back as KIND: a record class, or an annotation such as `list[Gpu]`,
-    `tuple[Process, ...] | None` or `frozenset[str]`."""
-    if data is None:
-        return None
-    if isinstance(kind, type) and issubclass(kind, Record):
-        return kind(**{name: from_plain(kind.TYPES[name], value) for name, value in data.items()
-                       if name in kind.TYPES})
-    if isinstance(kind, types.UnionType):
-        options = [k for k in kind.__args__ if k is not type(None)]
-        return from_plain(options[0], data) if len(options) == 1 else data
-    origin, args = getattr(kind, "__origin__", kind), getattr(kind, "__args__", ())
-    if origin is dict:
-        return {key: from_plain(args[1], item) for key, item in data.items()} if args else dict(data)
-    if origin in (list, tuple, frozenset):
-        if len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis):
-            items = [from_plain(args[0], item) for item in data]
-        elif args:
-            items = [from_plain(k, item) for k, item in zip(args, data)]
-        else:
-            items = data
-        return origin(items)
-    return data
+from .records import FrozenRecord, Record, from_plain, new, to_plain  # noqa: F401 (the plugin API)
 
 
 class Process(Record):
@@ -157,6 +38,7 @@ class Gpu(Record):
     power_limit_mw: int | None = None
     compute_capability: str | None = None
     ecc_volatile_uncorrected: int | None = None
+    ecc_volatile_corrected: int | None = None  # read for the monitor only (its trouble counts)
     retired_pages_pending: bool | None = None
     remapped_rows_pending: bool | None = None
     remapped_rows_failure: bool | None = None
@@ -205,6 +87,7 @@ class ServicePolicy(Record):
     install: str | None = None
     readiness: str | None = None
     watchdog_seconds: float | None = None
+    on_gpu_fault: str = "restart"  # what the monitor does to the unit when its GPU fails: restart|stop|ignore
     options: dict = new(dict)  # the server plugin's, as written
     option_marks: dict[str, tuple[int, int]] = new(dict)  # option key -> (line, column)
 
@@ -218,13 +101,28 @@ class ServicePolicy(Record):
         return "any free memory"
 
 
+# The XIDs the monitor drains a GPU for, and those it ignores (an application's own error); every
+# other XID is trouble that demotes. rules.XID_MEANINGS says what each is, the README why.
+DEFAULT_FATAL_XIDS = (48, 61, 62, 64, 74, 79, 92, 95, 119, 120, 140, 143)
+DEFAULT_IGNORE_XIDS = (13, 31, 43, 45, 68, 109)
+
+
 class HealthPolicy(Record):
-    """When a GPU counts as faulty (each on by default)."""
+    """When a GPU counts as faulty (each check on by default), and what the monitor does about
+    faults and trouble it sees while servers run (`health:` in the policy; None = never)."""
 
     max_temperature: int | None = 85
     retired_pages_pending: bool = True
     remapped_rows_pending: bool = True
     volatile_uncorrectable_ecc: bool = True
+    fatal_xids: tuple[int, ...] = DEFAULT_FATAL_XIDS
+    ignore_xids: tuple[int, ...] = DEFAULT_IGNORE_XIDS
+    poll_seconds: float = 10.0
+    recover_seconds: float | None = 600.0
+    max_fault_restarts: int = 3
+    fault_restart_window_seconds: float = 3600.0
+    demote_window_seconds: float = 3600.0  # 0: no demotion
+    demote_corrected_ecc: int = 10
 
 
 class ScoringPolicy(Record):
@@ -274,11 +172,26 @@ class Lease(Record):
 
 
 class Drain(Record):
-    """An admin's order to keep new work off a GPU."""
+    """An order to keep new work off a GPU: an admin's (`drain`), or the monitor's after a fault
+    (DETAIL: what it saw, e.g. `XID 79`), which only the monitor lifts on its own."""
 
     uuid: str
     reason: str
     since: float
+    source: str = "admin"  # "admin" | "monitor"
+    detail: str = ""
+
+
+class Trouble(Record):
+    """Non-fatal trouble the monitor saw on a GPU: KIND `corrected_ecc` (COUNT new corrected
+    errors), `xid` (DETAIL: its number), `throttle` (DETAIL: thermal|power) or `recovered` (DETAIL:
+    the fault it recovered from). Recent trouble demotes the GPU (rules.demotion)."""
+
+    uuid: str
+    at: float
+    kind: str
+    count: int = 1
+    detail: str = ""
 
 
 class Snapshot(Record):
@@ -287,6 +200,7 @@ class Snapshot(Record):
     priorities: dict[str, int] = new(dict)  # uuid -> rank (0 = first)
     drains: dict[str, Drain] = new(dict)
     leases: list[Lease] = new(list)
+    trouble: dict[str, list[Trouble]] = new(dict)  # uuid -> the monitor's rows within the demote window
 
 
 class Request(Record):
@@ -338,6 +252,7 @@ class Verdict(Record):
     priority: int | None = None
     priority_from: str | None = None  # the UUID holding that rank: the GPU's, or its MIG parent's
     tier: int = 0  # 1: reserved for another unit, borrowed by a critical service
+    demoted: str | None = None  # why recent trouble ranks it after its admin rank's untroubled GPUs
     selected: bool = False
 
     @property

@@ -2,26 +2,34 @@
 
 Pure: it reads nothing and writes nothing, so `plan` (dry run) and `allocate` run the same code.
 Order of work: check every GPU (every reason that applies), score the accepted ones, rank them
-(reservation tier, then the admin priority as rules.rank_order has it, then the score), then
-select N (topology hooks; under `same_model`, from one model at a time).
+(reservation tier, then the admin priority as rules.rank_order has it, then recent trouble, then
+the score), then select N (topology hooks; under `same_model`, from one model at a time).
+
+Recent trouble the monitor saw (rules.demotion) never outvotes the admin: it orders only GPUs
+that tie on the admin's rank (GPUs left unranked, slices sharing their parent's rank), untroubled
+first, and the demoted GPU's verdict says why.
 """
 
+import time
+
 from .model import Decision, Selection, Verdict
-from .rules import (borrowed_reservation, describe_rank, model_groups, rank_of, rank_order, same_model_notes,
-                    same_model_rule)
+from .rules import (borrowed_reservation, demotion_of, describe_rank, model_groups, rank_of, rank_order,
+                    same_model_notes, same_model_rule)
 
 
 def rank_key(verdict):
     """Sort key: unreserved before borrowed-reserved, the admin's order (rules.rank_order: rank,
-    then a whole GPU before a MIG slice), higher score, then index."""
+    then a whole GPU before a MIG slice), untroubled before demoted, higher score, then index."""
     gpu = verdict.gpu
-    return (verdict.tier, *rank_order(verdict.priority, gpu), -(verdict.score or 0.0),
-            gpu.index, gpu.mig_index if gpu.mig_index is not None else -1)
+    return (verdict.tier, *rank_order(verdict.priority, gpu), verdict.demoted is not None,
+            -(verdict.score or 0.0), gpu.index, gpu.mig_index if gpu.mig_index is not None else -1)
 
 
-def plan(plugins, request):
-    """Decide which GPUs REQUEST's unit gets; never raises for an unsatisfiable request."""
+def plan(plugins, request, now=None):
+    """Decide which GPUs REQUEST's unit gets; never raises for an unsatisfiable request. NOW (a
+    time.time(), by default the clock's) is when the snapshot's trouble is judged."""
     svc = request.service
+    now = time.time() if now is None else now
     verdicts = []
     for gpu in request.gpus:
         rank, holder = rank_of(request.snapshot.priorities, gpu)
@@ -29,6 +37,10 @@ def plan(plugins, request):
         verdict.reasons = plugins.gpu_faults(request.policy, gpu) + plugins.check_gpu(request, gpu)
         if verdict.accepted:
             verdict.terms = plugins.score_gpu(request, gpu)
+            verdict.demoted = demotion_of(request.snapshot, gpu, request.policy.health, now)
+            if verdict.demoted:
+                verdict.notes.append(f"{verdict.demoted} (ranks after the untroubled GPUs of its admin rank; "
+                                     "the admin's order stands)")
             others = borrowed_reservation(request, gpu)
             if others:
                 verdict.tier = 1

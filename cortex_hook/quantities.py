@@ -100,3 +100,13 @@ def format_duration(seconds):
     m, s = divmod(rem, 60)
     out = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s or not (h or m) else "")
     return out
+
+
+def format_ago(seconds):
+    """How long ago, as a person says it: `4 s ago`, `12 min ago`, `2h5m ago`."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    return f"{format_duration(seconds)} ago"

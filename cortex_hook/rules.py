@@ -1,10 +1,10 @@
 """The GPU facts every layer needs, answered in one place.
 
-Which GPUs are reserved, drained, faulty or outside an inherited CUDA_VISIBLE_DEVICES; how much
-memory is free for a unit; which CUDA index a GPU has; where the admin ranked it; how a person
-names a GPU. The built-in plugins (cortex_hook/hooks/builtin) are thin hook implementations over
-these functions, and `status`, the planner and the server plugins ask the same functions, so a
-GPU is never judged one way by `plan` and another by `status`.
+Which GPUs are reserved, drained, faulty, demoted for recent trouble or outside an inherited
+CUDA_VISIBLE_DEVICES; how much memory is free for a unit; which CUDA index a GPU has; where the
+admin ranked it; how a person names a GPU. The built-in plugins (cortex_hook/hooks/builtin) are
+thin hook implementations over these functions, and `status`, the planner and the server plugins
+ask the same functions, so a GPU is never judged one way by `plan` and another by `status`.
 
 Pure: GPUs, policy and state snapshot in, answers out; nothing here reads a file or the driver.
 """
@@ -12,7 +12,8 @@ Pure: GPUs, policy and state snapshot in, answers out; nothing here reads a file
 import re
 from fnmatch import fnmatchcase
 
-from .model import Reason
+from .model import DEFAULT_FATAL_XIDS, DEFAULT_IGNORE_XIDS, Reason  # noqa: F401 (the XID defaults, named here)
+from .quantities import format_ago, format_duration
 
 # patterns, compiled (and cached) by re at first use: not at every start
 DEVICE_UUID = r"(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
@@ -148,6 +149,56 @@ def faults(health, gpu):
 def is_mig_parent(gpu):
     """True for a GPU in MIG mode: its MIG instances are the devices, not the GPU itself."""
     return bool(gpu.mig_enabled and not gpu.is_mig)
+
+
+# -- XIDs and trouble (what the runtime monitor saw) ------------------------------------------------
+# What each XID of the default lists (model.DEFAULT_FATAL_XIDS, DEFAULT_IGNORE_XIDS) means, after
+# NVIDIA's XID catalog; the README's "When a GPU fails" says why each is fatal or ignored.
+XID_MEANINGS = {
+    13: "graphics engine exception", 31: "GPU memory page fault", 43: "GPU stopped processing",
+    45: "preemptive cleanup, due to previous errors", 48: "double-bit ECC error",
+    61: "internal micro-controller breakpoint/warning", 62: "internal micro-controller halt",
+    63: "ECC page retirement or row remapping recorded", 64: "ECC page retirement or row remapping failure",
+    68: "video processor exception", 74: "NVLink error", 79: "GPU has fallen off the bus",
+    92: "high single-bit ECC error rate", 94: "contained ECC error", 95: "uncontained ECC error",
+    109: "context switch timeout", 119: "GSP RPC timeout", 120: "GSP error", 140: "unrecovered ECC error",
+    143: "GPU initialization failure",
+}
+
+
+def demotion(uuid, snapshot, health, now):
+    """Why the GPU UUID ranks after the untroubled GPUs of its admin rank (recent trouble in
+    SNAPSHOT.trouble within HEALTH's `demote_window` before NOW), or None: `demoted: 14 corrected
+    ECC errors in the last hour`, `demoted: XID 94 12 min ago`, `demoted: recovered from XID 79
+    30 min ago`. Corrected ECC errors count from `demote_corrected_ecc`, other trouble from one."""
+    window = health.demote_window_seconds
+    rows = [t for t in snapshot.trouble.get(uuid, ()) if t.at >= now - window] if window else []
+    parts = []
+    ecc = sum(t.count for t in rows if t.kind == "corrected_ecc")
+    if ecc and ecc >= health.demote_corrected_ecc:
+        span = {3600: "hour", 86400: "day", 60: "minute"}.get(window) or format_duration(window)
+        parts.append(f"{ecc} corrected ECC error{'s' if ecc != 1 else ''} in the last {span}")
+    seen = {}  # (kind, detail) -> (how many, the latest)
+    for t in rows:
+        if t.kind != "corrected_ecc":
+            n, last = seen.get((t.kind, t.detail), (0, t))
+            seen[(t.kind, t.detail)] = (n + 1, t if t.at >= last.at else last)
+    for n, last in sorted(seen.values(), key=lambda item: -item[1].at):
+        what = _TROUBLE_WORDS.get(last.kind, "{kind} {detail}").format(kind=last.kind, detail=last.detail).strip()
+        when = format_ago(now - last.at)
+        parts.append(f"{what} {n} times, last {when}" if n > 1 else f"{what} {when}")
+    return "demoted: " + ", ".join(parts) if parts else None
+
+
+_TROUBLE_WORDS = {"xid": "XID {detail}", "throttle": "{detail} throttling", "recovered": "recovered from {detail}"}
+
+
+def demotion_of(snapshot, gpu, health, now):
+    """rules.demotion of GPU, or (a MIG instance) of its parent GPU, whose trouble it shares."""
+    if gpu.uuid is None:
+        return None
+    return demotion(gpu.uuid, snapshot, health, now) or (
+        demotion(gpu.parent_uuid, snapshot, health, now) if gpu.parent_uuid else None)
 
 
 # -- memory --------------------------------------------------------------------------------------

@@ -235,6 +235,7 @@ SERVICE_POOLS = {
     "install": st.sampled_from(["env", "exec", "supervise", "yes", True]),
     "readiness": st.sampled_from(READINESS),
     "watchdog": st.one_of(st.sampled_from(DURATIONS), st.integers(-5, 10 ** 6), huge_ints, floats),
+    "on_gpu_fault": st.sampled_from(["restart", "stop", "ignore", "Restart", "reboot", True]),
     "options": st.dictionaries(st.one_of(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), unknown_keys),
                                scalars, max_size=3),
 }
@@ -247,7 +248,13 @@ TOP_POOLS = {
     "isolate": st.booleans(),
     "health": st.fixed_dictionaries({}, optional={
         **{k: st.booleans() for k in HEALTH_KEYS},
-        "max_temperature": st.one_of(st.none(), st.integers(-5, 200), huge_ints, floats)}),
+        "max_temperature": st.one_of(st.none(), st.integers(-5, 200), huge_ints, floats),
+        **{k: st.lists(st.one_of(st.integers(-1, 200), huge_ints, st.sampled_from(["79", 7.9, None])), max_size=5)
+           for k in ("fatal_xids", "ignore_xids")},
+        **{k: st.one_of(st.sampled_from(DURATIONS + ["never", "Never"]), st.integers(-5, 10 ** 7), huge_ints, floats)
+           for k in ("poll", "recover", "fault_restart_window", "demote_window")},
+        **{k: st.one_of(st.integers(-1, 100), huge_ints, floats)
+           for k in ("max_fault_restarts", "demote_corrected_ecc")}}),
     "scoring": st.fixed_dictionaries({}, optional={
         k: st.one_of(st.integers(-2, 10), floats, huge_ints) for k in SCORING_KEYS}),
     "reservations": st.dictionaries(

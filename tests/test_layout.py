@@ -14,7 +14,7 @@ from .helpers.instruments import REPO
 
 PACKAGE = os.path.join(REPO, "cortex_hook")
 MAX_LINES = 400
-PLUGIN_API = {"cortex_hook", "cortex_hook.errors", "cortex_hook.quantities", "cortex_hook.model",
+PLUGIN_API = {"cortex_hook", "cortex_hook.errors", "cortex_hook.quantities", "cortex_hook.model", "cortex_hook.records",
               "cortex_hook.serverkit", "cortex_hook.probe", "cortex_hook.rules",
               "cortex_hook.systemd", "cortex_hook.systemd.envfile"}  # (what an env file may hold)
 

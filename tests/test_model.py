@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cortex_hook.model import (Decision, Drain, Gpu, HealthPolicy, Launch, Lease, Policy, Process, Reason,
-                               Record, ScoreTerm, ServicePolicy, Snapshot, Verdict)
+                               Record, ScoreTerm, ServicePolicy, Snapshot, Trouble, Verdict)
 
 text = st.text(max_size=12)
 maybe_int = st.none() | st.integers(min_value=0, max_value=2**40)
@@ -37,10 +37,16 @@ decisions = st.builds(Decision, unit=text, service=services, verdicts=st.lists(v
                                        argv=st.none() | st.lists(text, max_size=3)))
 policies = st.builds(Policy, services=st.lists(services, max_size=2),
                      reservations=st.dictionaries(text, st.tuples(text), max_size=2),
-                     health=st.builds(HealthPolicy, max_temperature=st.none() | st.integers(1, 120)))
+                     health=st.builds(HealthPolicy, max_temperature=st.none() | st.integers(1, 120),
+                                      fatal_xids=st.tuples(st.integers(1, 200)),
+                                      recover_seconds=st.none() | st.floats(0, 1e6)))
 snapshots = st.builds(Snapshot, priorities=st.dictionaries(text, st.integers(0, 9), max_size=3),
-                      drains=st.dictionaries(text, st.builds(Drain, uuid=text, reason=text, since=st.floats(0, 1e9)),
-                                             max_size=2),
+                      drains=st.dictionaries(text, st.builds(Drain, uuid=text, reason=text, since=st.floats(0, 1e9),
+                                                             source=st.sampled_from(["admin", "monitor"]),
+                                                             detail=text), max_size=2),
+                      trouble=st.dictionaries(text, st.lists(st.builds(Trouble, uuid=text, at=st.floats(0, 1e9),
+                                                                       kind=text, count=st.integers(1, 99),
+                                                                       detail=text), max_size=2), max_size=2),
                       leases=st.lists(st.builds(Lease, unit=text, uuid=text, pid=maybe_int), max_size=2))
 
 

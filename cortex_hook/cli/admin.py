@@ -74,18 +74,24 @@ def _order_key(rank, gpu, uuid):
 
 
 def drain(ctx, args):
-    """Keep new work off a GPU (existing leases stay)."""
+    """Keep new work off a GPU (existing leases stay); a drain the monitor made becomes the
+    admin's, which the monitor never lifts."""
     (uuid,) = resolve_refs(ctx, [args.gpu])
     with ctx.open_state() as state:
+        before = state.snapshot().drains.get(uuid)
         state.drain(uuid, args.reason)
-    print(f"drained {uuid}: {args.reason}")
+    took = (f" (it was the monitor's drain, {before.detail or before.reason}: now yours, which the monitor "
+            "never lifts)") if before is not None and before.source == "monitor" else ""
+    print(f"drained {uuid}: {args.reason}{took}")
     return 0
 
 
 def undrain(ctx, args):
-    """Let a drained GPU take work again."""
+    """Let a drained GPU take work again, whoever drained it."""
     (uuid,) = resolve_refs(ctx, [args.gpu])
     with ctx.open_state() as state:
+        before = state.snapshot().drains.get(uuid)
         had = state.undrain(uuid)
-    print(f"undrained {uuid}" if had else f"{uuid} was not drained")
+    was = f" (it was drained by {before.source}: {before.reason})" if had and before is not None else ""
+    print(f"undrained {uuid}{was}" if had else f"{uuid} was not drained")
     return 0

@@ -13,7 +13,7 @@ COMMANDS = {
     "validate": "config", "plugins": "config",
     "install": "install", "uninstall": "install", "install-generator": "install", "generate": "install",
     "exec": "wrap_exec", "supervise": "wrap_supervise",
-    "demo": "demo", "example": "examples",
+    "demo": "demo", "example": "examples", "monitor": "monitor", "install-monitor": "monitor",
 }
 TAKES_SERVER_COMMAND = ("plan", "exec", "supervise")  # `... -- COMMAND...`
 

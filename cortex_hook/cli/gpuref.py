@@ -3,7 +3,7 @@ PCI bus id), and the inventory the admin commands show and resolve names against
 
 import re
 
-from ..allocation import discover
+from ..allocation import discover, name_lost
 from ..errors import EXIT_CONFIG, DriverError, PolicyError, TimeoutExpired, UsageError
 from ..model import Gpu, Policy
 from ..rules import is_device_uuid, normalize_pci, uuids_with_prefix
@@ -18,7 +18,7 @@ def inventory(ctx, state, detail=STATUS_DETAIL):
     is remembered in the state so that a GPU that disappears can still be named and shown as absent."""
     gpus = discover(ctx.plugins(), ctx.policy(), detail)
     state.remember_gpus(gpus)
-    return gpus
+    return name_lost(gpus, state.seen_gpus())
 
 
 class ViewInventory:
@@ -58,7 +58,7 @@ def view_inventory(ctx, state):
     except (DriverError, TimeoutExpired) as exc:
         return ViewInventory(seen_as_gpus(state.seen_gpus()), policy, "state", broken, str(exc))
     state.remember_gpus(gpus)
-    return ViewInventory(gpus, policy, "nvml", broken)
+    return ViewInventory(name_lost(gpus, state.seen_gpus()), policy, "nvml", broken)
 
 
 def seen_as_gpus(seen):

@@ -146,6 +146,12 @@ def build_parser(only=None):
     s = cmd("install-generator", "install the systemd generator (drop-ins from the policy's install: keys)")
     s.add_argument("--root", default="/")
     s.add_argument("--program", help="path of cortex-hook the generated drop-ins call")
+    s = cmd("monitor", "watch the GPUs while servers run: drain a failing GPU, move its servers, "
+                       "bring it back (systemd runs it: install-monitor)")
+    s.add_argument("--once", action="store_true", help="register, poll once, act, and exit")
+    s = cmd("install-monitor", "install cortex-hook-monitor.service")
+    s.add_argument("--root", default="/")
+    s.add_argument("--program", help="path of cortex-hook the unit calls (default: this one)")
     s = cmd("generate", "the generator itself (systemd runs it with NORMAL_DIR EARLY_DIR LATE_DIR)")
     s.add_argument("dirs", nargs="+", metavar="DIR")
     s.add_argument("--program", help=argparse.SUPPRESS)

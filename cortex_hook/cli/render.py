@@ -3,7 +3,7 @@
 import time
 
 from .. import rules
-from ..quantities import format_size
+from ..quantities import format_ago, format_size
 
 
 def print_json(obj):
@@ -19,7 +19,7 @@ def verdict_json(v):
         "uuid": g.uuid, "index": g.index, "mig_index": g.mig_index, "cuda_index": g.cuda_index,
         "name": g.name, "selected": v.selected,
         "reasons": [{"code": r.code, "text": r.text} for r in v.reasons],
-        "score": v.score, "priority": v.priority, "priority_from": v.priority_from,
+        "score": v.score, "priority": v.priority, "priority_from": v.priority_from, "demoted": v.demoted,
         "terms": [{"name": t.name, "value": round(t.value, 4), "weight": t.weight,
                    "points": round(t.points, 4), "detail": t.detail} for t in v.terms],
         "notes": list(v.notes),
@@ -78,11 +78,27 @@ def render_decision(d, show_env=True):
     return "\n".join(lines)
 
 
-def gpu_rows(gpus, policy, plugins, snapshot, seen=None, live=True):
+def drain_words(drain, now):
+    """How `status` says who drained a GPU: `drained by monitor: XID 79, 3 min ago`, `drained by
+    admin: maintenance`."""
+    if drain.source == "monitor":
+        return f"drained by monitor: {drain.detail or drain.reason}, {format_ago(now - drain.since)}"
+    return f"drained by {drain.source}: {drain.reason}"
+
+
+def _drain_fields(drain, now):
+    if drain is None:
+        return {"drain": None, "drain_source": None, "drain_detail": None, "drain_since": None, "drain_text": None}
+    return {"drain": drain.reason, "drain_source": drain.source, "drain_detail": drain.detail,
+            "drain_since": drain.since, "drain_text": drain_words(drain, now)}
+
+
+def gpu_rows(gpus, policy, plugins, snapshot, seen=None, live=True, now=None):
     """Status rows (dicts) for every GPU present, then every ranked GPU that is absent. The health
     column holds the faults `plan` rejects a GPU for (the plugins' cortex_gpu_faults). Not LIVE:
     GPUS are only those the state has seen (the driver could not be asked), so their health and
-    presence are unknown (`present` None)."""
+    presence are unknown (`present` None). NOW (default: the clock) dates drains and trouble."""
+    now = time.time() if now is None else now
     holders = {}
     for lease in snapshot.leases:
         holders.setdefault(lease.uuid, []).append(lease.unit + (" (shared)" if lease.sharing == "shared" else ""))
@@ -101,7 +117,8 @@ def gpu_rows(gpus, policy, plugins, snapshot, seen=None, live=True):
             "health": [p.code for p in problems],
             "health_text": [p.text for p in problems],
             "mig_parent": rules.is_mig_parent(g), "is_mig": g.is_mig,
-            "priority": rank, "priority_from": holder, "drain": drain.reason if drain else None,
+            "priority": rank, "priority_from": holder, **_drain_fields(drain, now),
+            "demoted": rules.demotion_of(snapshot, g, policy.health, now),
             "leased_by": holders.get(g.uuid, []), "present": True if live else None,
             "last_seen": None if live else (seen or {}).get(g.uuid, (None,) * 4)[3],
             "problems": list(g.problems),
@@ -114,7 +131,7 @@ def gpu_rows(gpus, policy, plugins, snapshot, seen=None, live=True):
         rows.append({"index": idx, "mig_index": None, "label": "absent", "uuid": uuid, "name": name,
                      "pci_bus_id": bus, "present": False, "priority": rank, "priority_from": uuid,
                      "last_seen": last, "health": [], "health_text": [], "leased_by": holders.get(uuid, []),
-                     "drain": snapshot.drains[uuid].reason if uuid in snapshot.drains else None})
+                     "demoted": None, **_drain_fields(snapshot.drains.get(uuid), now)})
     return rows
 
 
@@ -139,7 +156,7 @@ def _status_cells(r, prefixes):
     lease = ", ".join(r["leased_by"]) or "-"
     if r["present"] is False:
         return ("absent", uuid, r["name"] or "?", r["pci_bus_id"] or "-", "-", "-", "-", "-",
-                f"not present (last seen {_day(r['last_seen'])})", prio, r["drain"] or "-", lease)
+                f"not present (last seen {_day(r['last_seen'])})", prio, r["drain_text"] or "-", lease)
     mem = "?" if r["memory_total"] is None else f"{_size(r['memory_used'])}/{_size(r['memory_total'])}"
     if r["is_mig"]:
         power = "-"  # NVML measures power per GPU, not per MIG instance
@@ -151,17 +168,19 @@ def _status_cells(r, prefixes):
     if r["present"] is None:
         health = f"unknown (last seen {_day(r['last_seen'])})"
     else:
-        health = "MIG parent" if r["mig_parent"] else (",".join(r["health"]) or "ok")
+        codes = r["health"] + (["demoted"] if r["demoted"] else [])  # (why: `plan` says)
+        health = "MIG parent" if r["mig_parent"] else (",".join(codes) or "ok")
     return (r["label"].replace("GPU ", "", 1), uuid, r["name"] or "?", r["pci_bus_id"] or "?", mem,
             "?" if r["utilization"] is None else f"{r['utilization']}%",
             "?" if r["temperature"] is None else f"{r['temperature']}C",
-            power, health, prio, r["drain"] or "-", lease)
+            power, health, prio, r["drain_text"] or "-", lease)
 
 
-def render_status(rows, other_uuids=()):
-    """The `status` table, then the processes on the GPUs (where the driver lists them). UUIDs
-    are shown as their shortest prefix that names one GPU among ROWS and OTHER_UUIDS (GPUs seen
-    before), which every command takes back; no cell is cut."""
+def render_status(rows, other_uuids=(), monitor=None):
+    """The `status` table, then the processes on the GPUs (where the driver lists them), then the
+    MONITOR line (files/monitorstatus.describe). UUIDs are shown as their shortest prefix that
+    names one GPU among ROWS and OTHER_UUIDS (GPUs seen before), which every command takes back;
+    no cell is cut."""
     prefixes = rules.unique_prefixes([r["uuid"] for r in rows] + list(other_uuids))
     header = ("GPU", "UUID", "NAME", "BUS ID", "MEMORY", "UTIL", "TEMP", "POWER", "HEALTH", "PRIO", "DRAIN",
               "LEASED BY")
@@ -171,6 +190,8 @@ def render_status(rows, other_uuids=()):
              for r in rows for p in r.get("processes") or ()]
     if procs:
         out += ["", text_table([("GPU", "PID", "MEMORY", "COMMAND", "UNIT")] + procs)]
+    if monitor:
+        out += ["", monitor]
     return "\n".join(out)
 
 

@@ -4,8 +4,10 @@ import os
 import time
 
 from ..allocation import plan_unit
+from ..files import monitorstatus
 from ..holders import cgroup_of, lease_alive
 from ..release import reap
+from ..rules import is_device_uuid
 from ..systemd.command import read_command
 from ..systemd.journal import WARNING, log
 from ..systemd.unitresult import describe as describe_end
@@ -15,21 +17,24 @@ from .render import decision_json, gpu_rows, print_json, render_decision, render
 
 
 def status(ctx, args):
-    """The GPU table: memory, power, health, priority, drain, lease holder, processes. With a
-    broken policy it still shows the GPUs (see gpuref.view_inventory), says so in one line on
-    stderr and exits 78."""
+    """The GPU table: memory, power, health, priority, drain (who and why), lease holder,
+    processes, and whether the monitor runs. With a broken policy it still shows the GPUs (see
+    gpuref.view_inventory), says so in one line on stderr and exits 78."""
     with ctx.open_state() as state:
         view = view_inventory(ctx, state)
         seen = state.seen_gpus()
-        rows = gpu_rows(view.gpus, view.policy, ctx.plugins(), state.snapshot(), seen, live=view.source != "state")
+        health = view.policy.health
+        rows = gpu_rows(view.gpus, view.policy, ctx.plugins(), state.snapshot(health.demote_window_seconds), seen,
+                        live=view.source != "state")
     for row in rows:
         for proc in row.get("processes") or ():
             proc.update(process_owner(proc["pid"]))
+    monitor = monitorstatus.read(ctx.runtime_dir, health.poll_seconds)
     if args.json:
-        print_json({"gpus": rows, "inventory": view.source,
+        print_json({"gpus": rows, "inventory": view.source, "monitor": monitor,
                     "policy_error": None if view.broken is None else str(view.broken)})
     else:
-        print(render_status(rows, seen))
+        print(render_status(rows, seen, monitorstatus.describe(monitor)))
     return view.exit_code()
 
 
@@ -93,8 +98,8 @@ def leases(ctx, args):
 
 
 def history(ctx, args):
-    """Recent decisions (of one unit, or all)."""
-    unit = normalize_unit(args.unit) if args.unit else None
+    """Recent decisions and what the monitor did (of one unit or GPU UUID, or all)."""
+    unit = (args.unit if is_device_uuid(args.unit) else normalize_unit(args.unit)) if args.unit else None
     with ctx.open_state(create=False) as state:
         rows = state.history(unit, args.n)
     if args.json:
@@ -103,9 +108,21 @@ def history(ctx, args):
     if not rows:
         print(f"no history for {unit}" if unit else "no history yet")
         return 0
+    width = max(8, *(len(r["action"]) for r in rows))
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
-        what = r["detail"].get("summary") or ", ".join(r["gpus"]) or "-"
         ended = describe_end(r["detail"].get("ended"))
-        print(f"{when}  {r['action']:<8} {r['unit']:<28} {what}" + (f"; ended: {ended}" if ended else ""))
+        print(f"{when}  {r['action']:<{width}} {r['unit']:<28} {_history_what(r)}"
+              + (f"; ended: {ended}" if ended else ""))
     return 0
+
+
+def _history_what(row):
+    """What a history row says: a decision's summary; for the monitor's rows, what it saw on
+    which GPU and what it did about it."""
+    detail = row["detail"]
+    if detail.get("source") != "monitor":
+        return detail.get("summary") or ", ".join(row["gpus"]) or "-"
+    gpu = detail.get("gpu")
+    what = f"monitor: {detail.get('why') or '?'}" + (f" on {gpu}" if gpu and gpu != row["unit"] else "")
+    return what + (f" ({detail['note']})" if detail.get("note") else "")

@@ -3,7 +3,8 @@ it may be trusted.
 
 Per unit it holds `UNIT.env` (what the unit's `EnvironmentFile=` reads) and `UNIT.record` (the
 decision, see files/record.py); for every command, the memos of files/memo.py (`policy.cache`,
-`hookplan.cache`); and the generator's `generator.status`. Only root may change it.
+`hookplan.cache`); the generator's `generator.status`; and the monitor's `monitor.status`
+(files/monitorstatus.py). Only root may change it.
 """
 
 import os
@@ -16,6 +17,7 @@ from .trust import check_trusted, stat_is_trusted
 DEFAULT_RUNTIME_DIR = "/run/cortex-hook"
 RECORD_SUFFIX = ".record"
 GENERATOR_STATUS = "generator.status"
+MONITOR_STATUS = "monitor.status"
 
 
 def runtime_dir(explicit=None):

@@ -9,18 +9,20 @@ from fnmatch import fnmatchcase
 import yaml
 
 from ..errors import PolicyError, did_you_mean
-from ..model import HealthPolicy, Policy, ScoringPolicy, ServicePolicy
+from ..model import DEFAULT_FATAL_XIDS, DEFAULT_IGNORE_XIDS, HealthPolicy, Policy, ScoringPolicy, ServicePolicy
 from ..quantities import parse_duration, parse_fraction, parse_size
 from ..rules import is_device_uuid
 from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
 
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
-                "topology", "same_model", "class", "on_unavailable", "install", "readiness", "watchdog", "options")
+                "topology", "same_model", "class", "on_unavailable", "on_gpu_fault", "install", "readiness",
+                "watchdog", "options")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
             "services", "history_limit", "isolate")
 HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
-               "volatile_uncorrectable_ecc")
+               "volatile_uncorrectable_ecc", "fatal_xids", "ignore_xids", "poll", "recover",
+               "max_fault_restarts", "fault_restart_window", "demote_window", "demote_corrected_ecc")
 SCORING_KEYS = ("free_memory", "utilization", "temperature")
 CHOICES = {
     "sharing": ("exclusive", "shared"),
@@ -28,6 +30,7 @@ CHOICES = {
     "topology": ("any", "prefer-nvlink", "require-nvlink"),
     "class": ("critical", "normal", "batch"),
     "install": ("env", "exec", "supervise"),
+    "on_gpu_fault": ("restart", "stop", "ignore"),
 }
 _READINESS = re.compile(r"(http://[A-Za-z0-9._-]+:\d{1,5}(/[!-~]*)?|tcp://[A-Za-z0-9._-]+:\d{1,5})")
 _INSTALLABLE = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service|[A-Za-z0-9:_.\\-]+@\*\.service")
@@ -106,6 +109,7 @@ class _PolicyReader(NodeReader):
 
     def health(self, pol, node, key):
         health = HealthPolicy()
+        xids = {}  # fatal_xids / ignore_xids -> what xid_list read
         for name, _, vnode in self.mapping(node, key, HEALTH_KEYS, 1):
             path = f"{key}.{name}"
             if name == "max_temperature":
@@ -113,9 +117,61 @@ class _PolicyReader(NodeReader):
                 if value is not None:
                     value = self.number(vnode, path, 2, minimum=1, integer=True)
                 health.max_temperature = value
+            elif name in ("fatal_xids", "ignore_xids"):
+                xids[name] = self.xid_list(vnode, path)
+            elif name in ("max_fault_restarts", "demote_corrected_ecc"):
+                setattr(health, name, self.number(vnode, path, 2, minimum=1, integer=True))
+            elif name == "recover":
+                health.recover_seconds = self.recover(vnode, path)
+            elif name in ("poll", "fault_restart_window", "demote_window"):
+                seconds = self.duration(vnode, path, 2)
+                least = {"poll": 1, "fault_restart_window": 1, "demote_window": 0}[name]
+                if seconds < least:
+                    self.fail(vnode, path, f"must be at least {least}s, got {show(self.scalar(vnode, path, 2))}"
+                              + (" (0 turns demotion off)" if name == "demote_window" else ""))
+                setattr(health, f"{name}_seconds", seconds)
             else:
                 setattr(health, name, self.boolean(vnode, path, 2))
+        self._xid_lists(health, xids)
         pol.health = health
+
+    def recover(self, node, key):
+        """Seconds from a duration, or None for `never`."""
+        value = self.scalar(node, key, 2)
+        if value == "never":
+            return None
+        try:
+            parse_duration(value)
+        except (ValueError, OverflowError):
+            self.fail(node, key, f"expected a duration such as 10m, or `never`, got {show(value)}")
+        return self.duration(node, key, 2)
+
+    def xid_list(self, node, key):
+        """{xid: (its node, its key path)} of a list of XIDs (whole numbers, none twice)."""
+        out = {}
+        for i, item in enumerate(self.sequence(node, key, 2)):
+            path = f"{key}[{i}]"
+            xid = self.number(item, path, 3, minimum=1, integer=True)
+            if xid in out:
+                first = out[xid][0].start_mark.line + 1
+                self.fail(item, path, f"XID {xid} is listed twice (first on line {first})")
+            out[xid] = (item, path)
+        return out
+
+    def _xid_lists(self, health, xids):
+        """Each list given replaces its default; an XID the admin names in one list leaves the
+        other's default, and one named in both is refused with both lines."""
+        fatal, ignore = xids.get("fatal_xids"), xids.get("ignore_xids")
+        if fatal is not None and ignore is not None:
+            for xid, (item, path) in ignore.items():
+                if xid in fatal:
+                    line = fatal[xid][0].start_mark.line + 1
+                    self.fail(item, path, f"XID {xid} is also in fatal_xids (line {line}); an XID is either "
+                                          "fatal or ignored")
+        health.fatal_xids = tuple(fatal) if fatal is not None else \
+            tuple(x for x in DEFAULT_FATAL_XIDS if x not in (ignore or {}))
+        health.ignore_xids = tuple(ignore) if ignore is not None else \
+            tuple(x for x in DEFAULT_IGNORE_XIDS if x not in (fatal or {}))
 
     def scoring(self, pol, node, key):
         scoring = ScoringPolicy()

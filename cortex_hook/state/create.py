@@ -6,9 +6,10 @@ an empty (0-byte) `state.db` is a truncated one, refused like any other broken d
 
 A database that is missing while units hold GPUs (deleted by hand, a lost disk) is not a fresh
 start: every running unit's decision record is still in the runtime dir, and the last view root
-published (state/view.py) still holds the priorities and drains. The new database gets the
-leases of the units whose lease unit still runs, the priorities, drains and GPUs seen of the
-view, and a `recover` line in the history; the command says so on stderr, loudly.
+published (state/view.py) still holds the priorities, drains and the monitor's trouble. The new
+database gets the leases of the units whose lease unit still runs, the priorities, drains,
+trouble and GPUs seen of the view, and a `recover` line in the history; the command says so on
+stderr, loudly.
 """
 
 import os
@@ -68,8 +69,11 @@ def _recover(conn, runtime_dir):
     conn.executemany("INSERT INTO lease (unit, uuid, sharing, pid, pid_start, boot_id, cgroup, invocation, since, "
                      "holder_unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", leases)
     conn.executemany("INSERT INTO priority (uuid, rank, set_at) VALUES (?, ?, ?)", seen.get("priorities", []))
-    conn.executemany("INSERT INTO drain (uuid, reason, since) VALUES (?, ?, ?)",
-                     [(d["uuid"], d["reason"], d["since"]) for d in seen.get("drains", [])])
+    conn.executemany("INSERT INTO drain (uuid, reason, since, source, detail) VALUES (?, ?, ?, ?, ?)",
+                     [(d["uuid"], d["reason"], d["since"], d.get("source", "admin"), d.get("detail", ""))
+                      for d in seen.get("drains", [])])
+    conn.executemany("INSERT INTO trouble (uuid, at, kind, count, detail) VALUES (?, ?, ?, ?, ?)",
+                     [(t["uuid"], t["at"], t["kind"], t["count"], t["detail"]) for t in seen.get("trouble", [])])
     conn.executemany("INSERT INTO gpu_seen (uuid, idx, name, pci_bus_id, last_seen) VALUES (?, ?, ?, ?, ?)",
                      [(uuid, *row) for uuid, row in seen.get("seen", {}).items()])
     units = sorted({row[0] for row in leases})

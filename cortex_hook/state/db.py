@@ -1,5 +1,5 @@
 """The state database (SQLite, WAL): open it, and read and write GPU priorities, drains, leases,
-decision history.
+decision history (what the runtime monitor writes: state/monitoring.py).
 
 Everything is keyed by device UUID (indices move between boots). Writers take the lock with
 `BEGIN IMMEDIATE`, so an allocation re-reads leases and inserts its own in one transaction and
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from ..errors import StateError
 from ..files.trust import check_trusted
-from ..model import Drain, Lease, Snapshot
+from ..model import Drain, Lease, Snapshot, Trouble
 from . import view
 from .jsonsql import history_dicts, json_sql
 from .schema import DEFAULT_HISTORY_LIMIT, SCHEMA_VERSION, migrate
@@ -166,15 +166,24 @@ class State:
                 raise StateError(f"state {self.path}: commit failed: {exc}") from None
             self._committed = True
 
-    def snapshot(self):
-        """Priorities, drains and leases, as the planner sees them."""
+    def snapshot(self, trouble_window=0.0):
+        """Priorities, drains and leases, as the planner sees them, and the trouble the monitor saw
+        in the last TROUBLE_WINDOW seconds (the policy's `demote_window`; 0: none is read)."""
         c = self.conn
         return Snapshot(
             priorities={u: r for u, r in c.execute("SELECT uuid, rank FROM priority")},
-            drains={u: Drain(u, reason, since)
-                    for u, reason, since in c.execute("SELECT uuid, reason, since FROM drain")},
+            drains={row[0]: Drain(*row) for row in c.execute("SELECT uuid, reason, since, source, detail FROM drain")},
             leases=self.leases(),
+            trouble=self.trouble(time.time() - trouble_window) if trouble_window else {},
         )
+
+    def trouble(self, since):
+        """{uuid: [Trouble]} the monitor recorded at SINCE or later, oldest first."""
+        out = {}
+        for row in self.conn.execute("SELECT uuid, at, kind, count, detail FROM trouble WHERE at >= ? "
+                                     "ORDER BY at, id", (since,)):
+            out.setdefault(row[0], []).append(Trouble(*row))
+        return out
 
     # -- priorities -----------------------------------------------------------------------------
     def priorities(self):
@@ -215,13 +224,14 @@ class State:
 
     # -- drains ---------------------------------------------------------------------------------
     def drain(self, uuid, reason):
-        """Keep new work off UUID (existing leases stay)."""
+        """Keep new work off UUID (existing leases stay): the admin's drain, which replaces any
+        other (a monitor's drain becomes the admin's, which the monitor never lifts)."""
         with self.write() as c:
-            c.execute("INSERT OR REPLACE INTO drain (uuid, reason, since) VALUES (?, ?, ?)",
-                      (uuid, reason, time.time()))
+            c.execute("INSERT OR REPLACE INTO drain (uuid, reason, since, source, detail) "
+                      "VALUES (?, ?, ?, 'admin', '')", (uuid, reason, time.time()))
 
     def undrain(self, uuid):
-        """Lift a drain; True if there was one."""
+        """Lift a drain, whoever made it; True if there was one."""
         with self.write() as c:
             return c.execute("DELETE FROM drain WHERE uuid = ?", (uuid,)).rowcount > 0
 

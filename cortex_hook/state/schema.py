@@ -60,8 +60,25 @@ _V3 = """
 ALTER TABLE lease ADD COLUMN holder_unit TEXT;
 """
 
+# v4: the runtime monitor. A drain says who made it (an admin's drain the monitor never lifts)
+# and what the monitor saw; `trouble` holds the non-fatal trouble it saw (corrected ECC errors,
+# XIDs that are not fatal, throttling, faults it recovered from), which demotes a GPU for a while.
+_V4 = """
+ALTER TABLE drain ADD COLUMN source TEXT NOT NULL DEFAULT 'admin' CHECK (source IN ('admin', 'monitor'));
+ALTER TABLE drain ADD COLUMN detail TEXT NOT NULL DEFAULT '';
+CREATE TABLE trouble (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid    TEXT NOT NULL,
+    at      REAL NOT NULL,
+    kind    TEXT NOT NULL,
+    count   INTEGER NOT NULL DEFAULT 1,
+    detail  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX trouble_at ON trouble (at);
+"""
+
 # MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
-MIGRATIONS = (_V1, _V2, _V3)
+MIGRATIONS = (_V1, _V2, _V3, _V4)
 DEFAULT_HISTORY_LIMIT = 1000
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -2,10 +2,11 @@
 
 The database and its WAL files are root's alone (0600): a user who could open them could hold a
 lock on them and stop every start. So after every command that changed the state, root writes
-`/run/cortex-hook/state.view` (marshal, 0644, atomically; files/memo.py): the priorities, drains,
-leases, the GPUs seen and the last history rows. `status`, `leases`, `history`, `plan` and
-`priority list` run by anyone else read it through `StateView`, which answers the same questions
-as State and refuses every change with a one-line "needs root" (exit 77).
+`/run/cortex-hook/state.view` (marshal, 0644, atomically; files/memo.py): the priorities, drains
+(with who made them), leases, the GPUs seen, the last history rows and the monitor's trouble.
+`status`, `leases`, `history`, `plan` and `priority list` run by anyone else read it through
+`StateView`, which answers the same questions as State and refuses every change with a one-line
+"needs root" (exit 77).
 
 The view is also what a lost database is rebuilt from (state/create.py).
 """
@@ -15,12 +16,13 @@ import time
 from ..errors import NotPermittedError
 from ..files import memo
 from ..files.rundir import trusted
-from ..model import Drain, Lease, Snapshot
+from ..model import Drain, Lease, Snapshot, Trouble
 from .jsonsql import history_dicts
 
 NAME = "state.view"
 VERSION = 1
 HISTORY_ROWS = 200
+TROUBLE_DAYS = 30  # no policy window is longer (policy/yamlnodes.MAX_SECONDS)
 
 
 def publish(state, directory):
@@ -35,6 +37,8 @@ def publish(state, directory):
         "seen": {uuid: list(row) for uuid, row in state.seen_gpus().items()},
         "history": [list(row) for row in state.history_rows(None, HISTORY_ROWS)],
         "history_limit": state.history_limit(),
+        "trouble": [t.to_plain() for rows in state.trouble(time.time() - TROUBLE_DAYS * 86400).values()
+                    for t in rows],
     }
     memo.store(directory, NAME, (VERSION,), value)
 
@@ -59,6 +63,7 @@ class StateView:
         self._seen = {uuid: tuple(row) for uuid, row in data.get("seen", {}).items()}
         self._history = [tuple(row) for row in data.get("history", [])]
         self._history_limit = data.get("history_limit", 1000)
+        self._trouble = [Trouble.from_plain(t) for t in data.get("trouble", [])]
 
     def __enter__(self):
         return self
@@ -69,10 +74,20 @@ class StateView:
     def close(self):
         """Nothing to close."""
 
-    def snapshot(self):
-        """Priorities, drains and leases, as the planner sees them."""
+    def snapshot(self, trouble_window=0.0):
+        """Priorities, drains and leases, and the trouble of the last TROUBLE_WINDOW seconds, as
+        State.snapshot."""
         return Snapshot(priorities={u: r for u, r, _ in self._priorities}, drains=dict(self._drains),
-                        leases=list(self._leases))
+                        leases=list(self._leases),
+                        trouble=self.trouble(time.time() - trouble_window) if trouble_window else {})
+
+    def trouble(self, since):
+        """{uuid: [Trouble]} the view holds from SINCE on, oldest first."""
+        out = {}
+        for t in self._trouble:
+            if t.at >= since:
+                out.setdefault(t.uuid, []).append(t)
+        return out
 
     def priorities(self):
         """[(uuid, rank, set_at)] in rank order."""

@@ -57,6 +57,21 @@ def test_drain_rejects_with_reason_and_undrain_lifts_it(box):
     assert again.returncode == 0 and "was not drained" in again.stdout
 
 
+def test_an_admins_drain_over_the_monitors_becomes_the_admins_and_undrain_lifts_either(box):
+    from cortex_hook.state import State, monitoring
+    gpus_box(box, 2)
+    with State.open(box.state) as state:
+        assert monitoring.drain_by_monitor(state, B, "XID 79 at 12:00:00", "XID 79")
+        assert monitoring.drain_by_monitor(state, A, "XID 48 at 12:00:00", "XID 48")
+    r = box.cli("drain", "1", "--reason", "RMA ticket 4711")
+    assert r.returncode == 0 and "it was the monitor's drain, XID 79" in r.stdout, r.stdout
+    assert query(box.state, "SELECT uuid, reason, source, detail FROM drain ORDER BY uuid") == [
+        (A, "XID 48 at 12:00:00", "monitor", "XID 48"), (B, "RMA ticket 4711", "admin", "")]
+    r = box.cli("undrain", "0")
+    assert r.returncode == 0 and "undrained" in r.stdout and "drained by monitor" in r.stdout
+    assert query(box.state, "SELECT uuid FROM drain") == [(B,)]
+
+
 def test_drain_leaves_existing_leases(box):
     gpus_box(box, 1)
     assert box.cli("allocate", "a").returncode == 0

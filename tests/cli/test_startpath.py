@@ -13,7 +13,8 @@ from ..helpers.box import gpu_desc
 
 # every module of ours `release` (the stop path) imports: no policy, no plugins, no planner
 STOP_PATH = {
-    "cortex_hook", "cortex_hook.context", "cortex_hook.errors", "cortex_hook.model", "cortex_hook.quantities",
+    "cortex_hook", "cortex_hook.context", "cortex_hook.errors", "cortex_hook.model", "cortex_hook.records",
+    "cortex_hook.quantities",
     "cortex_hook.release",
     "cortex_hook.cli", "cortex_hook.cli.commands", "cortex_hook.cli.fastargs", "cortex_hook.cli.release",
     "cortex_hook.files", "cortex_hook.files.atomic", "cortex_hook.files.memo", "cortex_hook.files.record",

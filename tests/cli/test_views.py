@@ -1,18 +1,30 @@
 """What an admin looks at (cli/views.py, cli/render.py): `status` and `priority list` with a broken
-policy, cells never cut, bus id / power / processes, `leases` columns, and that only `status`
-asks the driver for the facts only it shows."""
+policy, cells never cut, bus id / power / processes, `leases` columns, that only `status`
+asks the driver for the facts only it shows, and what the monitor did: who drained each GPU,
+whether the monitor runs, its rows in `history`."""
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
-from ..helpers.box import assert_one_line_error, gpu_desc, uuid_of
+from cortex_hook.state import State, monitoring
+
+from ..helpers.box import assert_one_line_error, gpu_desc, gpus_box, uuid_of
+from ..helpers.monitorfile import write_status
 
 A, B = uuid_of(0), uuid_of(1)
 ONE_GPU = "services:\n  - match: '*'\n"
 BROKEN = "services:\n  - match: '*'\n    class: important\n"  # line 5 after `version:`, `inventory: nvml`
+
+
+def table(stdout):
+    """The lines of the GPU table `status` prints first (the header, then one per GPU)."""
+    lines = stdout.splitlines()
+    return lines[: lines.index("")] if "" in lines else lines
 
 
 # -- a broken policy: the GPUs are still shown ------------------------------------------------------
@@ -38,9 +50,9 @@ def test_status_and_priority_list_with_a_broken_policy_and_no_driver_show_the_gp
     assert r.returncode == 78, (r.stdout, r.stderr)
     assert_one_line_error(r.stderr, f"{nvml_box.policy}:5:", "policy broken", "last seen in the state",
                           "Driver Not Loaded")
-    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    rows = [line.split() for line in table(r.stdout)[1:]]
     assert [(row[1], row[-3]) for row in rows] == [(A, "1"), (B, "0")]  # UUID and rank of each
-    assert all("unknown" in line for line in r.stdout.splitlines()[1:])
+    assert all("unknown" in line for line in table(r.stdout)[1:])
     out = json.loads(nvml_box.cli("status", "--json").stdout)
     assert out["inventory"] == "state" and {g["present"] for g in out["gpus"]} == {None}
     r = nvml_box.cli("priority", "list")
@@ -70,7 +82,7 @@ def test_status_and_plan_cut_no_name_and_no_drain_reason(box):
     assert box.cli("drain", "1", "--reason", REASON).returncode == 0
     status = box.cli("status").stdout
     assert LONG_NAME in status and REASON in status
-    lines = status.splitlines()
+    lines = table(status)
     assert {line.index("NVIDIA") for line in lines[1:]} == {lines[0].index("NAME")}  # columns line up
     assert LONG_NAME in box.cli("plan", "a").stdout
 
@@ -136,3 +148,76 @@ def test_a_process_name_reaches_the_terminal_only_as_printable_text(box):
     finally:
         child.kill()
         child.wait()
+
+
+# -- the monitor: who drained what, whether it runs, what it did -------------------------------------
+def monitor_drain(box, uuid, detail, ago):
+    """Drain UUID as the monitor does, AGO seconds ago."""
+    with State.open(box.state) as state:
+        assert monitoring.drain_by_monitor(state, uuid, f"{detail} at 12:00:00", detail)
+        with state.write() as c:
+            c.execute("UPDATE drain SET since = ? WHERE uuid = ?", (time.time() - ago, uuid))
+
+
+def test_status_says_who_drained_each_gpu_and_why(box):
+    gpus_box(box, 3)
+    assert box.cli("drain", "0", "--reason", "maintenance").returncode == 0
+    monitor_drain(box, B, "XID 79", ago=185)
+    r = box.cli("status")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line for line in table(r.stdout)[1:]}
+    assert "drained by admin: maintenance" in rows["0"]
+    assert "drained by monitor: XID 79, 3 min ago" in rows["1"]
+    assert "drained" not in rows["2"]
+    gpus = {g["uuid"]: g for g in box.json("status")["gpus"]}
+    assert (gpus[A]["drain"], gpus[A]["drain_source"], gpus[A]["drain_detail"]) == ("maintenance", "admin", "")
+    assert (gpus[B]["drain_source"], gpus[B]["drain_detail"]) == ("monitor", "XID 79")
+    assert gpus[B]["drain_text"] == "drained by monitor: XID 79, 3 min ago"
+    assert gpus[uuid_of(2)]["drain_source"] is None
+    plan = {v["index"]: v for v in box.json("plan", "a", expect=0)["verdicts"]}
+    assert plan[1]["reasons"][0]["text"] == "drained by the monitor: XID 79 at 12:00:00"
+    assert plan[0]["reasons"][0]["text"] == "drained by the admin: maintenance"
+
+
+def test_status_says_whether_the_monitor_runs(box):
+    gpus_box(box, 1)
+    os.makedirs(box.runtime, mode=0o755)
+    last = box.cli("status").stdout.splitlines()[-1]
+    assert last == "monitor: not running"
+    assert box.json("status")["monitor"]["running"] is False
+
+    write_status(box.runtime, pid=os.getpid(), at=time.time() - 4, poll_seconds=10.0, gpus=1, drained={},
+                 status="watching 1 GPUs (1 by events)")
+    last = box.cli("status").stdout.splitlines()[-1]
+    assert re.fullmatch(rf"monitor: running \(pid {os.getpid()}, last poll [4-9] s ago\): watching 1 GPUs \(1 by "
+                        r"events\)", last), last
+    shown = box.json("status")["monitor"]
+    assert (shown["running"], shown["pid"], shown["gpus"], shown["why"]) == (True, os.getpid(), 1, None)
+
+    write_status(box.runtime, pid=os.getpid(), at=time.time() - 95, poll_seconds=10.0)
+    last = box.cli("status").stdout.splitlines()[-1]
+    assert last.startswith("monitor: not running (no poll for 3 polling intervals; last poll 1 min ago")
+    assert box.json("status")["monitor"]["running"] is False
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_status(box.runtime, pid=gone.pid, at=time.time(), poll_seconds=10.0)
+    assert f"monitor: not running (pid {gone.pid} is gone" in box.cli("status").stdout
+
+
+def test_history_shows_what_the_monitor_did(box):
+    gpus_box(box, 1)
+    assert box.cli("allocate", "a").returncode == 0
+    with State.open(box.state) as state:
+        state.record(A, "fault-drain", [A], {"gpu": A, "why": "XID 79", "source": "monitor"})
+        state.record("a.service", "fault-restart", [A],
+                     {"gpu": A, "why": "XID 79", "source": "monitor", "note": "on_gpu_fault: restart"})
+    lines = box.cli("history").stdout.splitlines()
+    restart = next(line for line in lines if "fault-restart" in line)
+    assert restart.endswith(f"monitor: XID 79 on {A} (on_gpu_fault: restart)"), restart
+    allocated = next(line for line in lines if " allocate " in line)
+    assert allocated.index("a.service") == restart.index("a.service")  # the columns still line up
+    (drained,) = box.cli("history", A).stdout.splitlines()  # a GPU's own rows, by its UUID
+    assert "fault-drain" in drained and drained.endswith("monitor: XID 79")
+    assert [r["action"] for r in box.json("history", "a")["history"]] == ["allocate", "fault-restart"]
+

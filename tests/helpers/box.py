@@ -25,9 +25,11 @@ class Box:
         self.lib = None
 
     def write_gpus(self, gpus, **top):
-        """Describe the GPUs (list of gpu_desc dicts); used by simulated and fake NVML alike."""
-        with open(self.gpus_file, "w") as f:
+        """Describe the GPUs (list of gpu_desc dicts); used by simulated and fake NVML alike. Written
+        to a temp file and renamed over, as FAKE_NVML_LIVE=1 needs to see a whole new file."""
+        with open(self.gpus_file + ".tmp", "w") as f:
             json.dump(dict(top, gpus=gpus), f, indent=1)
+        os.replace(self.gpus_file + ".tmp", self.gpus_file)
         return self
 
     def write_policy(self, body, inventory="simulated"):

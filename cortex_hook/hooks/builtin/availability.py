@@ -22,7 +22,7 @@ def cortex_check_gpu(request, gpu):
         return reasons
     drain = rules.drain_of(request.snapshot, gpu)
     if drain:
-        reasons.append(Reason("drained", f"drained by the admin: {drain.reason}"))
+        reasons.append(Reason("drained", f"drained by the {drain.source}: {drain.reason}"))
     others = rules.reserved_for_others(request.policy, request.unit, gpu)
     if others and svc.klass != "critical":
         reasons.append(Reason("reserved", f"reserved for {', '.join(others)}"))

@@ -168,6 +168,10 @@ class _Reader:
         gpu.ecc_volatile_uncorrected = self.q(
             "volatile uncorrectable ECC", N.nvmlDeviceGetTotalEccErrors, handle,
             N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, N.NVML_VOLATILE_ECC)
+        if "monitor" in self.detail:  # corrected errors are trouble, not a fault: only the monitor counts them
+            gpu.ecc_volatile_corrected = self.q(
+                "volatile corrected ECC", N.nvmlDeviceGetTotalEccErrors, handle,
+                N.NVML_MEMORY_ERROR_TYPE_CORRECTED, N.NVML_VOLATILE_ECC)
         pending = self.q("retired pages", N.nvmlDeviceGetRetiredPagesPendingStatus, handle)
         gpu.retired_pages_pending = bool(pending) if pending is not None else None
         rows = self.q("remapped rows", N.nvmlDeviceGetRemappedRows, handle)
