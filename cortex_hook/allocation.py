@@ -7,6 +7,7 @@ release.py undoes it.
 """
 
 import os
+import sqlite3
 import time
 
 from . import rules
@@ -15,9 +16,10 @@ from .files import record as records
 from .files import rundir
 from .holders import cgroup_pids, current_holder, invocation_of, lease_alive
 from .model import Launch, Request
-from .planner import plan
+from .planner import plan, refusal_reason
 from .quantities import format_duration
 from .release import reap
+from .state import tallies
 from .systemd import isolation
 from .systemd.journal import WARNING, log
 
@@ -179,6 +181,17 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
     holder = current_holder(unit, holder_pid)
     pids = own_pids(state.leases(unit), holder)
     detail = detail_for(svc, pids)
+    waiting = []  # set once this start has recorded that it waits
+    try:
+        return _allocate_loop(ctx, unit, svc, state, environ, holder, pids, detail, on_wait, argv, mode, waiting)
+    except BaseException:
+        if waiting:  # an error or a signal while it waited (a timeout has ended its wait already)
+            _forget_wait(state, unit)
+        raise
+
+
+def _allocate_loop(ctx, unit, svc, state, environ, holder, pids, detail, on_wait, argv, mode, waiting):
+    plugins, policy = ctx.plugins(), ctx.policy()
     deadline = grace = None
     gpus, discovered_at, first = None, 0.0, True
     while True:
@@ -196,15 +209,38 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
                 grace = now + RELEASE_GRACE_S
             if grace is not None and now < grace and _wait_for_change(state, grace):
                 continue  # a stopped unit gave its GPUs back: plan again
+            _count_end(state, unit, svc, "refused", refusal_reason(decision))
             raise UnavailableError(decision.summary, decision)
         deadline = deadline or now + svc.wait_seconds
         if now >= deadline:
+            _count_end(state, unit, svc, "timeout", refusal_reason(decision))
+            waiting.clear()  # its wait is over, counted
             raise TimeoutExpired(f"gave up after waiting {format_duration(svc.wait_seconds)}: {decision.summary}")
+        if not waiting:
+            with state.write():
+                tallies.begin_wait(state, unit, svc.match, svc.klass, decision.summary, os.getpid())
+            waiting.append(unit)
         if on_wait:
             on_wait(decision, deadline - now)
         if _wait_for_change(state, min(deadline, now + WAIT_REDISCOVER_S)):
             continue  # leases changed: replan with the GPUs we have
         gpus = None  # nothing changed for a while: ask the driver again (memory may have been freed)
+
+
+def _count_end(state, unit, svc, result, reason):
+    """Count a start that ends without GPUs (its wait, if it waited, ends with it)."""
+    with state.write():
+        tallies.count_start(state, svc.match, result, reason)
+        tallies.wait_over(state, unit, svc.match, result)
+
+
+def _forget_wait(state, unit):
+    """A start that ends by an error or a signal while it waits: its wait is over (best effort)."""
+    try:
+        with state.write():
+            tallies.end_wait(state, unit)
+    except (CortexError, OSError, sqlite3.Error):
+        pass
 
 
 def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, command, record_refusal):
@@ -229,8 +265,11 @@ def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
     policy, plugins = ctx.policy(), ctx.plugins()
     if state.history_limit() != policy.history_limit:
         state.set_history_limit(policy.history_limit)
+    if state.setting("job_mapping_dir") != policy.metrics.job_mapping_dir:
+        state.set_setting("job_mapping_dir", policy.metrics.job_mapping_dir)
     for trouble in reap(state, ctx.runtime_dir, lease_alive, policy.history_limit, exclude_unit=unit)[1]:
         log(WARNING, f"cortex-hook: warning: {trouble}")
+    tallies.drop_dead_waits(state)
     state.drop_leases(unit)  # this start supersedes whatever the unit held before
     snapshot = state.snapshot(policy.health.demote_window_seconds)
     _refuse_env_file_clash(unit, snapshot)
@@ -250,6 +289,9 @@ def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
     state.remember_gpus(gpus)
     state.record(unit, "allocate", decision.uuids,
                  dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)
+    result = "cpu" if decision.fallback else "ok"
+    tallies.count_start(state, svc.match, result)
+    tallies.wait_over(state, unit, svc.match, result, decision.uuids)
     under_systemd = bool(holder.cgroup or holder.unit)
     isolated = bool(policy.isolate and under_systemd)  # a CPU fallback is locked out of every GPU
     if policy.isolate and not under_systemd:

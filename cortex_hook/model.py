@@ -133,6 +133,15 @@ class ScoringPolicy(Record):
     temperature: float = 0.25
 
 
+class MetricsPolicy(Record):
+    """`metrics:`: where the monitor serves /metrics (None: it does not), and the directory of
+    dcgm-exporter's HPC job mapping that allocate and release keep (None: none is kept)."""
+
+    listen_host: str | None = None
+    listen_port: int | None = None
+    job_mapping_dir: str | None = None
+
+
 class Policy(Record):
     """The whole admin policy (`policy.yaml`)."""
 
@@ -146,6 +155,7 @@ class Policy(Record):
     services: list[ServicePolicy] = new(list)
     history_limit: int = 1000
     isolate: bool = False
+    metrics: MetricsPolicy = new(MetricsPolicy)
 
     def service_for(self, unit):
         """The first service whose `match` glob matches UNIT, or None."""
@@ -192,6 +202,19 @@ class Trouble(Record):
     kind: str
     count: int = 1
     detail: str = ""
+
+
+class Wait(Record):
+    """A start waiting for a GPU now (`on_unavailable: wait`), as state/tallies.py records it."""
+
+    unit: str
+    service: str  # the policy entry's `match`
+    klass: str
+    since: float
+    pid: int | None = None
+    pid_start: int | None = None
+    boot_id: str | None = None
+    summary: str = ""
 
 
 class Snapshot(Record):

@@ -125,16 +125,30 @@ def _chosen_summary(request, chosen):
     return f"{request.unit} gets " + ", ".join(parts)
 
 
+def _reason_tally(rejected):
+    tally = {}
+    for v in rejected:
+        for r in v.reasons:
+            tally[r.code] = tally.get(r.code, 0) + 1
+    return sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def refusal_reason(decision):
+    """One code for why DECISION got no GPU (the metrics' `reason` label): the most common
+    rejection code, `no-gpu` when the inventory has none, `selection` when enough GPUs qualified
+    but no set of them did (topology, same model)."""
+    if not decision.verdicts:
+        return "no-gpu"
+    tally = _reason_tally(v for v in decision.verdicts if not v.accepted)
+    return tally[0][0] if tally else "selection"
+
+
 def _refusal_summary(request, count, accepted, rejected, notes):
     svc = request.service
     want = "every usable GPU" if svc.gpus == "all" else f"{count} GPU{'s' if count != 1 else ''}"
     if not request.gpus:
         return f"{request.unit} needs {want}; the inventory reports no GPU"
-    tally = {}
-    for v in rejected:
-        for r in v.reasons:
-            tally[r.code] = tally.get(r.code, 0) + 1
-    why = ", ".join(f"{n} {code}" for code, n in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0])))
+    why = ", ".join(f"{n} {code}" for code, n in _reason_tally(rejected))
     head = (f"{request.unit} needs {want} with {svc.describe_memory}; "
             f"{len(accepted)} of {len(request.gpus)} qualif{'y' if len(accepted) != 1 else 'ies'}")
     tail = f" (rejected: {why})" if why else ""

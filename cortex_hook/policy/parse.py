@@ -9,7 +9,8 @@ from fnmatch import fnmatchcase
 import yaml
 
 from ..errors import PolicyError, did_you_mean
-from ..model import DEFAULT_FATAL_XIDS, DEFAULT_IGNORE_XIDS, HealthPolicy, Policy, ScoringPolicy, ServicePolicy
+from ..model import (DEFAULT_FATAL_XIDS, DEFAULT_IGNORE_XIDS, HealthPolicy, MetricsPolicy, Policy, ScoringPolicy,
+                     ServicePolicy)
 from ..quantities import parse_duration, parse_fraction, parse_size
 from ..rules import is_device_uuid
 from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
@@ -19,7 +20,9 @@ SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visibl
                 "topology", "same_model", "class", "on_unavailable", "on_gpu_fault", "install", "readiness",
                 "watchdog", "options")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
-            "services", "history_limit", "isolate")
+            "services", "history_limit", "isolate", "metrics")
+METRICS_KEYS = ("listen", "allow_remote", "job_mapping_dir")
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):(\d{1,5})")
 HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
                "volatile_uncorrectable_ecc", "fatal_xids", "ignore_xids", "poll", "recover",
                "max_fault_restarts", "fault_restart_window", "demote_window", "demote_corrected_ecc")
@@ -36,6 +39,12 @@ _READINESS = re.compile(r"(http://[A-Za-z0-9._-]+:\d{1,5}(/[!-~]*)?|tcp://[A-Za-
 _INSTALLABLE = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service|[A-Za-z0-9:_.\\-]+@\*\.service")
 _GLOB_CHARS = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ:-_.\\@*?[]!")
 _SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9._+-]{0,63}")
+
+
+def _loopback(host):
+    import ipaddress  # only a policy with `metrics: listen:` needs it
+
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
 
 
 def parse_policy_file(data, path):
@@ -72,7 +81,7 @@ class _PolicyReader(NodeReader):
         readers = {"version": self.version, "inventory": self.inventory,
                    "discovery_timeout": self.discovery_timeout, "health": self.health,
                    "scoring": self.scoring, "reservations": self.reservations, "services": self.services,
-                   "history_limit": self.history_limit, "isolate": self.isolate}
+                   "history_limit": self.history_limit, "isolate": self.isolate, "metrics": self.metrics}
         for name, knode, vnode in items:
             readers[name](pol, vnode, name)
         self._check_shadowed(pol.services, items)
@@ -106,6 +115,42 @@ class _PolicyReader(NodeReader):
 
     def history_limit(self, pol, node, key):
         pol.history_limit = self.number(node, key, 1, minimum=1, integer=True)
+
+    def metrics(self, pol, node, key):
+        metrics, remote, listen_node = MetricsPolicy(), False, None
+        for name, _, vnode in self.mapping(node, key, METRICS_KEYS, 1):
+            path = f"{key}.{name}"
+            if name == "allow_remote":
+                remote = self.boolean(vnode, path, 2)
+            elif name == "job_mapping_dir":
+                value = self.string(vnode, path, 2, "an absolute directory")
+                if not value.startswith("/") or "\n" in value or "/../" in value + "/":
+                    self.fail(vnode, path, f"expected an absolute directory, got {show(value)}")
+                metrics.job_mapping_dir = os.path.normpath(value)
+            else:
+                listen_node = vnode
+                metrics.listen_host, metrics.listen_port = self.listen(vnode, path)
+        if metrics.listen_host and not remote and not _loopback(metrics.listen_host):
+            self.fail(listen_node, f"{key}.listen", f"{metrics.listen_host} is not a loopback address; the "
+                      "metrics tell anyone who can reach them which services run where: use 127.0.0.1 (and a "
+                      "proxy), or set `allow_remote: true` on purpose")
+        pol.metrics = metrics
+
+    def listen(self, node, key):
+        """(host, port) from `HOST:PORT` (an IP address, `[IPv6]`, or localhost)."""
+        value = self.string(node, key, 2, "HOST:PORT")
+        m = _LISTEN.fullmatch(value)
+        port = int(m.group(2)) if m else 0
+        if not m or not 1 <= port <= 65535:
+            self.fail(node, key, f"expected HOST:PORT with an IP address (127.0.0.1:9772), got {show(value)}")
+        host = m.group(1).strip("[]")
+        import ipaddress  # only a policy with `metrics: listen:` needs it
+
+        try:
+            ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+        except ValueError:
+            self.fail(node, key, f"{host!r} is not an IP address (a name would be looked up at every start)")
+        return host, port
 
     def health(self, pol, node, key):
         health = HealthPolicy()

@@ -124,9 +124,15 @@ class State:
         Context that opened a transient State keeps it until the exit (context.py).
 
         A State that changed the database first publishes its view (state/view.py)."""
-        if self.runtime_dir and self._committed:
+        if self._committed:
             self._committed = False
-            view.publish(self, self.runtime_dir)
+            if self.runtime_dir:
+                view.publish(self, self.runtime_dir)
+            job_map = self.setting("job_mapping_dir")
+            if job_map:
+                from ..metrics import jobmap  # only where the policy asks for it
+
+                jobmap.publish(self, job_map)
         if not self.transient:
             self.conn.close()
 
@@ -284,13 +290,25 @@ class State:
     # -- history --------------------------------------------------------------------------------
     def set_history_limit(self, limit):
         """Remember the policy's history limit for commands that run without the policy."""
-        with self.write() as c:
-            c.execute("INSERT OR REPLACE INTO setting (key, value) VALUES ('history_limit', ?)", (str(limit),))
+        self.set_setting("history_limit", limit)
 
     def history_limit(self):
         """The history limit the last allocation recorded (default 1000)."""
-        row = self.conn.execute("SELECT value FROM setting WHERE key = 'history_limit'").fetchone()
-        return int(row[0]) if row else DEFAULT_HISTORY_LIMIT
+        value = self.setting("history_limit")
+        return int(value) if value else DEFAULT_HISTORY_LIMIT
+
+    def setting(self, key):
+        """The policy's KEY as the last allocation recorded it for commands without the policy."""
+        row = self.conn.execute("SELECT value FROM setting WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key, value):
+        """Record the policy's KEY (VALUE None: forget it)."""
+        with self.write() as c:
+            if value is None:
+                c.execute("DELETE FROM setting WHERE key = ?", (key,))
+            else:
+                c.execute("INSERT OR REPLACE INTO setting (key, value) VALUES (?, ?)", (key, str(value)))
 
     def record(self, unit, action, uuids, detail, limit=None):
         """Append to the history and keep only the last LIMIT rows (default: the recorded limit)."""

@@ -77,8 +77,29 @@ CREATE TABLE trouble (
 CREATE INDEX trouble_at ON trouble (at);
 """
 
+# v5: what the metrics count (state/tallies.py): starts waiting for a GPU now, and monotonic
+# counters (allocation outcomes, the monitor's faults and actions, wait and handoff histograms).
+_V5 = """
+CREATE TABLE waiting (
+    unit        TEXT PRIMARY KEY,
+    service     TEXT NOT NULL,
+    class       TEXT NOT NULL,
+    since       REAL NOT NULL,
+    pid         INTEGER,
+    pid_start   INTEGER,
+    boot_id     TEXT,
+    summary     TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE tally (
+    name    TEXT NOT NULL,
+    labels  TEXT NOT NULL,
+    value   REAL NOT NULL,
+    PRIMARY KEY (name, labels)
+);
+"""
+
 # MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
-MIGRATIONS = (_V1, _V2, _V3, _V4)
+MIGRATIONS = (_V1, _V2, _V3, _V4, _V5)
 DEFAULT_HISTORY_LIMIT = 1000
 SCHEMA_VERSION = len(MIGRATIONS)
 

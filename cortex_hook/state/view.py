@@ -16,7 +16,8 @@ import time
 from ..errors import NotPermittedError
 from ..files import memo
 from ..files.rundir import trusted
-from ..model import Drain, Lease, Snapshot, Trouble
+from ..model import Drain, Lease, Snapshot, Trouble, Wait
+from . import tallies
 from .jsonsql import history_dicts
 
 NAME = "state.view"
@@ -39,6 +40,7 @@ def publish(state, directory):
         "history_limit": state.history_limit(),
         "trouble": [t.to_plain() for rows in state.trouble(time.time() - TROUBLE_DAYS * 86400).values()
                     for t in rows],
+        "waits": [w.to_plain() for w in tallies.waits(state)],
     }
     memo.store(directory, NAME, (VERSION,), value)
 
@@ -64,6 +66,7 @@ class StateView:
         self._history = [tuple(row) for row in data.get("history", [])]
         self._history_limit = data.get("history_limit", 1000)
         self._trouble = [Trouble.from_plain(t) for t in data.get("trouble", [])]
+        self._waits = [Wait.from_plain(w) for w in data.get("waits", [])]
 
     def __enter__(self):
         return self
@@ -92,6 +95,11 @@ class StateView:
     def priorities(self):
         """[(uuid, rank, set_at)] in rank order."""
         return list(self._priorities)
+
+    def waits(self):
+        """[Wait] of the starts that waited for a GPU when root last wrote the view, whose process
+        still runs (as tallies.waits)."""
+        return [w for w in self._waits if tallies.wait_alive(w)]
 
     def leases(self, unit=None):
         """Every lease (or UNIT's), oldest first."""

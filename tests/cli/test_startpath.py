@@ -21,7 +21,7 @@ STOP_PATH = {
     "cortex_hook.files.rundir", "cortex_hook.files.trust",
     "cortex_hook.policy", "cortex_hook.policy.load",
     "cortex_hook.state", "cortex_hook.state.db", "cortex_hook.state.jsonsql",
-    "cortex_hook.state.schema", "cortex_hook.state.view", "cortex_hook.holders",
+    "cortex_hook.state.schema", "cortex_hook.state.tallies", "cortex_hook.state.view", "cortex_hook.holders",
     "cortex_hook.systemd", "cortex_hook.systemd.envfile", "cortex_hook.systemd.journal",
     "cortex_hook.systemd.leaseunit", "cortex_hook.systemd.unitname",
 }
