@@ -11,7 +11,8 @@ manager's environment, which only root sets. UNIT's drop-in (systemd/dropin.py) 
 - every way UNIT ends (stop, exit, crash, kill -9, watchdog, start timeout, each failure of a
   `Restart=` loop, the start limit) stops the lease unit after UNIT's processes are gone, and its
   ExecStopPost= releases; a restart allocates afresh;
-- a failed allocation fails UNIT's start with result 'dependency', the reason in the journal.
+- a failed allocation fails UNIT's start with result 'dependency', the reason in the journal;
+- it has no start limit of its own (StartLimitIntervalSec=0): UNIT's decides how often UNIT starts.
 
 Type=notify with RemainAfterExit=yes: STATUS= shows the wait in `systemctl status
 cortex-hook-lease@UNIT.service`; READY=1 comes with the lease, and the unit stays active, with no
@@ -37,6 +38,9 @@ def render(options):
         "Description=cortex-hook GPU lease for %i",
         "BindsTo=%i",
         "StopWhenUnneeded=yes",
+        "# UNIT's own start limit decides how often it may start; one here would fail a restart of UNIT",
+        "# (the monitor's after a fault, an admin's) with 'dependency' once 5 came within 10s",
+        "StartLimitIntervalSec=0",
         "[Service]",
         "Type=notify",
         "NotifyAccess=main",

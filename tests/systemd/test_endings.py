@@ -72,3 +72,19 @@ def test_history_says_how_each_run_ended(host):
 
 def releases(host):
     return [r for r in host.cortex_json("history", "llm.service")["history"] if r["action"] == "release"]
+
+
+def test_quick_restarts_are_limited_by_the_units_own_start_limit_only(host):
+    """Seven restarts within 10 s (the monitor's after faults, an admin's): every one gets its lease,
+    though systemd's default start limit is 5 starts in 10 s, because the lease unit has none of its
+    own (StartLimitIntervalSec=0), and the unit's own limit, the one that decides, is raised here."""
+    host.setup("services:\n  - match: llm.service\n", gpus=[gpu_desc(0), gpu_desc(1)])
+    host.standin_unit("llm.service", "User=nobody\nStartLimitBurst=100\n")
+    host.install("llm.service", "env")
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "llm.service", check=True)
+    for _ in range(7):
+        done = host.sb.systemctl("restart", "llm.service")
+        assert done.returncode == 0, (done.stderr, host.sb.journal(lease_unit_of("llm.service")))
+    lease = host.sb.show(lease_unit_of("llm.service"), "ActiveState", "StartLimitIntervalUSec")
+    assert lease == {"ActiveState": "active", "StartLimitIntervalUSec": "0"}, lease
