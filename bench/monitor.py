@@ -238,7 +238,8 @@ class SystemdBench:
         sb.up()
         sb.systemctl("set-environment", f"LD_LIBRARY_PATH={self.box.lib}", f"FAKE_NVML_CONFIG={self.box.gpus_file}",
                      f"FAKE_NVML_EVENTS={self.events}", check=True)
-        sb.write_unit(UNIT, f"[Unit]\nDescription=stand-in server\n[Service]\n"
+        # restarted on purpose many times a minute: systemd's default start limit (5 in 10s) would end it
+        sb.write_unit(UNIT, f"[Unit]\nDescription=stand-in server\nStartLimitIntervalSec=0\n[Service]\n"
                             f"ExecStart={C.VENV_PY} -u {C.STANDIN} --host 127.0.0.1 --port {PORT}\n")
         self.cortex("install", UNIT, "--mode", "supervise", "--program", C.CORTEX)
         self.cortex("install-monitor", "--program", C.CORTEX)

@@ -265,7 +265,12 @@ def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
     policy, plugins = ctx.policy(), ctx.plugins()
     if state.history_limit() != policy.history_limit:
         state.set_history_limit(policy.history_limit)
-    if state.setting("job_mapping_dir") != policy.metrics.job_mapping_dir:
+    job_map = state.setting("job_mapping_dir")
+    if job_map != policy.metrics.job_mapping_dir:
+        if job_map:
+            from .metrics import jobmap  # the policy moved or dropped the directory: empty the old one
+
+            jobmap.retire(job_map)
         state.set_setting("job_mapping_dir", policy.metrics.job_mapping_dir)
     for trouble in reap(state, ctx.runtime_dir, lease_alive, policy.history_limit, exclude_unit=unit)[1]:
         log(WARNING, f"cortex-hook: warning: {trouble}")

@@ -14,6 +14,7 @@ COMMANDS = {
     "install": "install", "uninstall": "install", "install-generator": "install", "generate": "install",
     "exec": "wrap_exec", "supervise": "wrap_supervise",
     "demo": "demo", "example": "examples", "monitor": "monitor", "install-monitor": "monitor",
+    "metrics": "metrics",
 }
 TAKES_SERVER_COMMAND = ("plan", "exec", "supervise")  # `... -- COMMAND...`
 

@@ -57,9 +57,23 @@ def _bounded(low, high, what):
     return parse
 
 
+def _seconds(low, high, what):
+    """An argparse type: a number of seconds from LOW to HIGH (`0.5`, `2`; no `nan`, no `inf`)."""
+    def parse(text):
+        if not re.fullmatch(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", text.strip()):
+            raise argparse.ArgumentTypeError(f"{what} must be a number of seconds, not {text!r}")
+        value = float(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be from {low:g} to {high:g} seconds, not {text}")
+        return value
+    parse.__name__ = what
+    return parse
+
+
 PID = _bounded(1, 2**22, "a process id")  # the kernel's pid_max is at most 2^22
 RANK = _bounded(0, 10**6, "a rank")
 COUNT = _bounded(1, 10**6, "a count")
+INTERVAL = _seconds(0.2, 3600, "the interval")
 
 
 class _Skipped:
@@ -90,6 +104,11 @@ def build_parser(only=None):
 
     s = cmd("status", "table of every GPU: memory, health, priority, drain, lease holder")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--watch", action="store_true",
+                   help="a live table in the terminal, with the starts waiting and each unit's last decision "
+                        "(q quits)")
+    s.add_argument("--interval", type=INTERVAL, metavar="SECONDS",
+                   help="with --watch: seconds between refreshes (default 2, at least 0.2)")
     s = cmd("plan", "dry run: which GPUs UNIT would get now, and why (changes nothing); "
                     "`-- COMMAND...` shows how the server command would be rewritten "
                     "(default: the unit's own ExecStart=)")
@@ -149,6 +168,9 @@ def build_parser(only=None):
     s = cmd("monitor", "watch the GPUs while servers run: drain a failing GPU, move its servers, "
                        "bring it back (systemd runs it: install-monitor)")
     s.add_argument("--once", action="store_true", help="register, poll once, act, and exit")
+    s = cmd("metrics", "the Prometheus metrics once (the monitor serves them at metrics: listen:)")
+    s.add_argument("--textfile", metavar="FILE.prom",
+                   help="replace FILE.prom atomically (node_exporter's textfile collector) instead of printing")
     s = cmd("install-monitor", "install cortex-hook-monitor.service")
     s.add_argument("--root", default="/")
     s.add_argument("--program", help="path of cortex-hook the unit calls (default: this one)")

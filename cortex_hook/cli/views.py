@@ -19,23 +19,32 @@ from .render import decision_json, gpu_rows, print_json, render_decision, render
 def status(ctx, args):
     """The GPU table: memory, power, health, priority, drain (who and why), lease holder,
     processes, and whether the monitor runs. With a broken policy it still shows the GPUs (see
-    gpuref.view_inventory), says so in one line on stderr and exits 78."""
+    gpuref.view_inventory), says so in one line on stderr and exits 78. `--watch`: cli/watch.py."""
+    if args.watch or args.interval is not None:
+        from .watch import watch  # termios and select: only --watch needs them
+        return watch(ctx, args)
     with ctx.open_state() as state:
-        view = view_inventory(ctx, state)
-        seen = state.seen_gpus()
-        health = view.policy.health
-        rows = gpu_rows(view.gpus, view.policy, ctx.plugins(), state.snapshot(health.demote_window_seconds), seen,
-                        live=view.source != "state")
-    for row in rows:
-        for proc in row.get("processes") or ():
-            proc.update(process_owner(proc["pid"]))
-    monitor = monitorstatus.read(ctx.runtime_dir, health.poll_seconds)
+        view, rows, seen = status_view(ctx, state)
+    monitor = monitorstatus.read(ctx.runtime_dir, view.policy.health.poll_seconds)
     if args.json:
         print_json({"gpus": rows, "inventory": view.source, "monitor": monitor,
                     "policy_error": None if view.broken is None else str(view.broken)})
     else:
         print(render_status(rows, seen, monitorstatus.describe(monitor)))
     return view.exit_code()
+
+
+def status_view(ctx, state):
+    """(ViewInventory, status rows with each process's owner, GPUs seen): what `status` shows."""
+    view = view_inventory(ctx, state)
+    seen = state.seen_gpus()
+    health = view.policy.health
+    rows = gpu_rows(view.gpus, view.policy, ctx.plugins(), state.snapshot(health.demote_window_seconds), seen,
+                    live=view.source != "state")
+    for row in rows:
+        for proc in row.get("processes") or ():
+            proc.update(process_owner(proc["pid"]))
+    return view, rows, seen
 
 
 def process_owner(pid):
@@ -112,12 +121,12 @@ def history(ctx, args):
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
         ended = describe_end(r["detail"].get("ended"))
-        print(f"{when}  {r['action']:<{width}} {r['unit']:<28} {_history_what(r)}"
+        print(f"{when}  {r['action']:<{width}} {r['unit']:<28} {history_what(r)}"
               + (f"; ended: {ended}" if ended else ""))
     return 0
 
 
-def _history_what(row):
+def history_what(row):
     """What a history row says: a decision's summary; for the monitor's rows, what it saw on
     which GPU and what it did about it."""
     detail = row["detail"]

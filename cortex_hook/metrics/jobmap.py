@@ -53,3 +53,13 @@ def sync(directory, files):
         except OSError:
             pass
         write_atomic(path, text)
+
+
+def retire(directory):
+    """Remove the GPU-index files of a directory the policy no longer names (best effort)."""
+    try:
+        check_trusted(directory, "metrics.job_mapping_dir")
+        if os.path.isdir(directory):
+            sync(directory, {})
+    except (OSError, CortexError) as exc:
+        log(WARNING, f"cortex-hook: warning: old job mapping not emptied: {exc}")

@@ -15,7 +15,7 @@ import time
 
 from ..errors import CortexError
 from ..quantities import format_duration
-from ..state import monitoring
+from ..state import monitoring, tallies
 from ..systemd.journal import ERR, NOTICE, WARNING, log
 from ..systemd.systemctl import systemctl
 from .faults import DRAIN, FATAL
@@ -43,10 +43,12 @@ def say(level, message):
 
 def drain(state, policy, uuid, label, verdict, why, now):
     """Drain UUID for the monitor (an existing drain is left as it is); True if it is newly drained."""
-    if not monitoring.drain_by_monitor(state, uuid, f"{why} at {_clock(now)}", why):
-        return False
-    state.record(uuid, "fault-drain", [uuid], {"gpu": uuid, "why": why, "source": "monitor",
-                                              "verdict": verdict}, policy.history_limit)
+    with state.write():
+        if not monitoring.drain_by_monitor(state, uuid, f"{why} at {_clock(now)}", why):
+            return False
+        state.record(uuid, "fault-drain", [uuid], {"gpu": uuid, "why": why, "source": "monitor",
+                                                  "verdict": verdict}, policy.history_limit)
+        tallies.add(state, "cortex_hook_monitor_drains_total", {"UUID": uuid})
     say(ERR if verdict == FATAL else WARNING, f"{label} drained: {why}")
     return True
 
@@ -107,6 +109,9 @@ def _carry_out(ctx, policy, unit, uuid, label, why, action, note, units):
     with ctx.open_state() as state:
         state.record(unit, history_action, [uuid], {"gpu": uuid, "why": why, "source": "monitor", "note": note},
                      policy.history_limit)
+        svc = policy.service_for(unit)
+        tallies.add(state, "cortex_hook_monitor_fault_actions_total",
+                    {"service": svc.match if svc else "", "action": history_action.replace("fault-", "", 1)})
     if action in ("restart", "stop"):
         say(NOTICE, f"{unit}: {'restarted' if action == 'restart' else 'stopped'}: {label} failed ({why})")
     elif action != "failed":
@@ -131,6 +136,7 @@ def recover(ctx, policy, healthy_since, verdicts, labels, now):
             if monitoring.lift_monitor_drain(state, found.uuid):
                 label = labels.get(found.uuid, found.uuid)
                 monitoring.record_trouble(state, found.uuid, "recovered", 1, found.detail)
+                tallies.add(state, "cortex_hook_monitor_recoveries_total", {"UUID": found.uuid})
                 state.record(found.uuid, "fault-recover", [found.uuid],
                              {"gpu": found.uuid, "why": f"healthy for {_span(now - start)} after {found.detail}",
                               "source": "monitor"}, policy.history_limit)

@@ -17,7 +17,7 @@ from ..files.atomic import write_atomic
 from ..files import rundir
 from ..files.rundir import MONITOR_STATUS, trusted
 from ..policy.load import load_policy
-from ..state import monitoring
+from ..state import monitoring, tallies
 from ..systemd.journal import ERR, NOTICE, WARNING
 from ..systemd.notify import Notifier, watchdog_interval
 from . import actions
@@ -46,6 +46,8 @@ class Monitor:
         self.next_poll = self.next_prune = 0.0
         self.driver_problem = None
         self.stopping = False
+        self.metrics_server = None
+        self.last_verdicts = {}  # uuid -> the previous poll's verdict (a polled fault is counted once)
 
     # -- life ------------------------------------------------------------------------------------
     def run(self, once=False):
@@ -60,6 +62,7 @@ class Monitor:
             self._open_events()
             self.poll()
             self._pick_up()
+            self._serve_metrics()
             self.notify.ready(self.describe())
             while not once and not self.stopping:
                 self.step()
@@ -71,7 +74,11 @@ class Monitor:
         self.stopping = True
 
     def close(self):
-        """Free the event set and the NVML session."""
+        """Stop serving metrics; free the event set and the NVML session."""
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+            self.metrics_server = None
         if self.events is not None:
             self.events.close()
         if self.N is not None:
@@ -147,9 +154,12 @@ class Monitor:
         for gpu in self.gpus.values():
             verdict, why = classify_gpu(self.policy.health, gpu)
             self.verdicts[gpu.uuid] = verdict
+            if verdict != IGNORE and self.last_verdicts.get(gpu.uuid) != verdict:
+                self._count_fault(gpu.uuid, "poll", "", verdict)
             if verdict in (FATAL, DRAIN):
                 self.fault(gpu.uuid, verdict, why, now)
             self._trouble(gpu, verdict, why, now)
+        self.last_verdicts = dict(self.verdicts)
         actions.recover(self.ctx, self.policy, self.healthy_since, self.verdicts, self._labels(), now)
         if now >= self.next_prune:
             self.next_prune = now + PRUNE_EVERY_S
@@ -165,6 +175,7 @@ class Monitor:
             self.poll()
             return
         verdict, why = classify_event(event, self.policy.health)
+        self._count_fault(event.uuid, event.kind, str(event.data) if event.kind == "xid" else "", verdict)
         if verdict == IGNORE:
             actions.say(NOTICE, f"{self._label(event.uuid)}: {why}: nothing to do")
             return
@@ -215,7 +226,41 @@ class Monitor:
                 for kind, n, detail in rows:
                     monitoring.record_trouble(state, gpu.uuid, kind, n, detail)
 
+    def _count_fault(self, uuid, kind, xid, verdict):
+        with self.ctx.open_state() as state:
+            tallies.add(state, "cortex_hook_monitor_faults_total",
+                        {"UUID": uuid, "kind": kind, "xid": xid, "verdict": verdict})
+
     # -- what it says ----------------------------------------------------------------------------
+    def _serve_metrics(self):
+        """Serve /metrics where the policy says (`metrics: listen:`; read at start)."""
+        metrics = self.policy.metrics
+        if not metrics.listen_host:
+            return
+        from ..metrics.server import serve  # only a policy with `metrics: listen:` loads http.server
+
+        try:
+            self.metrics_server = serve(metrics.listen_host, metrics.listen_port, self.scrape,
+                                        lambda exc: actions.say(ERR, f"a metrics scrape failed: {exc}"))
+        except OSError as exc:
+            actions.say(ERR, f"no metrics: cannot listen on {metrics.listen_host}:{metrics.listen_port}: "
+                             f"{exc.strerror or exc}")
+            return
+        actions.say(NOTICE, f"metrics at http://{metrics.listen_host}:{metrics.listen_port}/metrics")
+
+    def scrape(self):
+        """The exposition text of one scrape (the GPUs of the last poll; the state read afresh)."""
+        from ..files import monitorstatus
+        from ..metrics.collect import families
+        from ..metrics.exposition import render
+
+        policy, gpus = self.policy, list(self.gpus.values())
+        with self.ctx.open_state() as state:
+            snapshot = state.snapshot(policy.health.demote_window_seconds)
+            status = monitorstatus.read(self.ctx.runtime_dir, policy.health.poll_seconds)
+            return render(families(policy, self.ctx.plugins(), gpus, self.driver_problem is None, state,
+                                   snapshot, status))
+
     def describe(self):
         """The STATUS= line: `watching 8 GPUs (8 by events), 1 drained (GPU 3: XID 79)`."""
         if self.driver_problem:
