@@ -6,8 +6,10 @@ import time
 from ..allocation import plan_unit
 from ..files import monitorstatus
 from ..holders import cgroup_of, lease_alive
+from ..quantities import format_ago, format_duration
 from ..release import reap
 from ..rules import is_device_uuid
+from ..state.tallies import waits
 from ..systemd.command import read_command
 from ..systemd.journal import WARNING, log
 from ..systemd.unitresult import describe as describe_end
@@ -22,7 +24,7 @@ def status(ctx, args):
     gpuref.view_inventory), says so in one line on stderr and exits 78. `--watch`: cli/watch.py."""
     if args.watch or args.interval is not None:
         from .watch import watch  # termios and select: only --watch needs them
-        return watch(ctx, args)
+        return watch(args, lambda: live_status(ctx))
     with ctx.open_state() as state:
         view, rows, seen = status_view(ctx, state)
     monitor = monitorstatus.read(ctx.runtime_dir, view.policy.health.poll_seconds)
@@ -45,6 +47,46 @@ def status_view(ctx, state):
         for proc in row.get("processes") or ():
             proc.update(process_owner(proc["pid"]))
     return view, rows, seen
+
+
+def live_status(ctx, now=None):
+    """The lines of one `status --watch` frame below its header: the `status` table and processes,
+    the starts waiting for a GPU, the last decision about each unit leasing or waiting, the monitor
+    line (a broken policy: one line first, and the GPUs as gpuref.view_inventory finds them)."""
+    now = time.time() if now is None else now
+    with ctx.open_state() as state:
+        view, rows, seen = status_view(ctx, state)
+        waiting = waits(state)
+        units = dict.fromkeys([lease.unit for lease in state.leases()] + [w.unit for w in waiting])
+        last = {unit: state.history(unit, 1) for unit in units}
+    monitor = monitorstatus.read(ctx.runtime_dir, view.policy.health.poll_seconds)
+    lines = [] if view.broken is None else [f"policy broken: {view.broken}"]
+    lines += render_status(rows, seen).splitlines()
+    lines += ["", *_waiting_lines(waiting, now), "", *_decision_lines(last, now)]
+    return lines + ["", monitorstatus.describe(monitor)]
+
+
+def _waiting_lines(waiting, now):
+    """The WAITING section: one row per start waiting for a GPU (unit, class, how long, why)."""
+    if not waiting:
+        return ["WAITING: none"]
+    table = [("WAITING", "CLASS", "FOR", "WHY")]
+    table += [(w.unit, w.klass or "-", format_duration(max(0, now - w.since)), w.summary or "-") for w in waiting]
+    return text_table(table).splitlines()
+
+
+def _decision_lines(last, now):
+    """The LAST DECISION section: each unit's newest history row (LAST: {unit: [row] or []})."""
+    if not last:
+        return ["LAST DECISION: no unit leases or waits"]
+    table = [("UNIT", "LAST DECISION", "WHEN", "WHAT")]
+    for unit, rows in last.items():
+        if rows:
+            r = rows[-1]
+            table.append((unit, r["action"], format_ago(now - r["at"]), _history_what(r)))
+        else:
+            table.append((unit, "-", "-", "no history"))
+    return text_table(table).splitlines()
 
 
 def process_owner(pid):
@@ -121,12 +163,12 @@ def history(ctx, args):
     for r in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["at"]))
         ended = describe_end(r["detail"].get("ended"))
-        print(f"{when}  {r['action']:<{width}} {r['unit']:<28} {history_what(r)}"
+        print(f"{when}  {r['action']:<{width}} {r['unit']:<28} {_history_what(r)}"
               + (f"; ended: {ended}" if ended else ""))
     return 0
 
 
-def history_what(row):
+def _history_what(row):
     """What a history row says: a decision's summary; for the monitor's rows, what it saw on
     which GPU and what it did about it."""
     detail = row["detail"]

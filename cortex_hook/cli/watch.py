@@ -16,11 +16,6 @@ import sys
 import time
 
 from ..errors import CortexError, UsageError, one_line
-from ..files import monitorstatus
-from ..quantities import format_ago, format_duration
-from ..state.tallies import waits
-from .render import render_status, text_table
-from .views import history_what, status_view
 
 DEFAULT_INTERVAL = 2.0
 ENTER = "\x1b[?1049h\x1b[?25l"  # the alternate screen, cursor hidden
@@ -28,9 +23,10 @@ LEAVE = "\x1b[?25h\x1b[?1049l"
 HOME, EOL, EOS = "\x1b[H", "\x1b[K", "\x1b[J"
 
 
-def watch(ctx, args):
-    """Run `status --watch` until `q` (exit 0) or Ctrl-C (130); UsageError without a terminal
-    on stdout, with --json, or for --interval without --watch."""
+def watch(args, gather):
+    """Run `status --watch` until `q` (exit 0) or Ctrl-C (130), each frame GATHER()'s lines
+    (views.live_status) under a header; UsageError without a terminal on stdout, with --json, or
+    for --interval without --watch."""
     if not args.watch:
         raise UsageError("--interval goes with --watch (`status --watch --interval 5`)")
     if args.json:
@@ -44,7 +40,7 @@ def watch(ctx, args):
     old_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         _write(ENTER)
-        return _loop(ctx, interval, keys)
+        return _loop(gather, interval, keys)
     except KeyboardInterrupt:
         return 130
     finally:
@@ -76,12 +72,12 @@ def _restore(fd, saved):
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def _loop(ctx, interval, keys):
+def _loop(gather, interval, keys):
     """Draw a frame, wait INTERVAL for a key, again; returns 0 once `q` is pressed."""
     last, problem = None, None
     while True:
         try:
-            last, problem = gather(ctx), None
+            last, problem = gather(), None
         except (CortexError, OSError, sqlite3.Error) as exc:
             problem = one_line(str(exc) or type(exc).__name__)
         draw(frame(last, problem, interval))
@@ -101,45 +97,6 @@ def _quit_pressed(fd, timeout):
     return not data or b"q" in data.lower()  # (end of input: nothing more will come)
 
 
-def gather(ctx, now=None):
-    """The lines of one frame below its header: the `status` table and processes, the starts
-    waiting, the last decision per unit leasing or waiting, the monitor line."""
-    now = time.time() if now is None else now
-    with ctx.open_state() as state:
-        view, rows, seen = status_view(ctx, state)
-        waiting = waits(state)
-        units = dict.fromkeys([lease.unit for lease in state.leases()] + [w.unit for w in waiting])
-        last = {unit: state.history(unit, 1) for unit in units}
-    monitor = monitorstatus.read(ctx.runtime_dir, view.policy.health.poll_seconds)
-    lines = [] if view.broken is None else [f"policy broken: {view.broken} (health by the default thresholds)"]
-    lines += render_status(rows, seen).splitlines()
-    lines += ["", *waiting_lines(waiting, now), "", *decision_lines(last, now)]
-    return lines + ["", monitorstatus.describe(monitor)]
-
-
-def waiting_lines(waiting, now):
-    """The WAITING section: one row per start waiting for a GPU (unit, class, how long, why)."""
-    if not waiting:
-        return ["WAITING: none"]
-    table = [("WAITING", "CLASS", "FOR", "WHY")]
-    table += [(w.unit, w.klass or "-", format_duration(max(0, now - w.since)), w.summary or "-") for w in waiting]
-    return text_table(table).splitlines()
-
-
-def decision_lines(last, now):
-    """The LAST DECISION section: each unit's newest history row (LAST: {unit: [row] or []})."""
-    if not last:
-        return ["LAST DECISION: no unit leases or waits"]
-    table = [("UNIT", "LAST DECISION", "WHEN", "WHAT")]
-    for unit, rows in last.items():
-        if rows:
-            r = rows[-1]
-            table.append((unit, r["action"], format_ago(now - r["at"]), history_what(r)))
-        else:
-            table.append((unit, "-", "-", "no history"))
-    return text_table(table).splitlines()
-
-
 def frame(lines, problem, interval, now=None):
     """The whole frame: the header, the line saying why it could not refresh (if so), LINES."""
     now = time.time() if now is None else now
@@ -153,12 +110,21 @@ def frame(lines, problem, interval, now=None):
 
 def draw(lines, size=None):
     """Overwrite the screen with LINES, each cut to the terminal's width, as many as its height holds."""
-    import shutil
-    width, height = size or shutil.get_terminal_size()
+    width, height = size or _terminal_size()
     if len(lines) > height:
         lines = lines[:height - 1] + [f"(… {len(lines) - height + 1} more lines: a taller terminal shows them)"]
     # one column short of the edge: at the last column, some terminals erase the last character on EOL
     _write(HOME + "\r\n".join(line[:max(1, width - 1)] + EOL for line in lines) + EOS)
+
+
+def _terminal_size():
+    """The terminal's size now: asked of the terminal first, as COLUMNS and LINES in the environment
+    (shutil's first answer) are the size when the command started, if not stale before."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        import shutil
+        return shutil.get_terminal_size()
 
 
 def _write(text):

@@ -1,4 +1,4 @@
-"""What a scrape shows, built from the same rows as `status --json` (cli/render.gpu_rows), the
+"""What a scrape shows, built from the same rows as `status --json` (statusrows.gpu_rows), the
 leases, the waits and tallies in the state (state/tallies.py), and the monitor's status file.
 
 Names follow Prometheus' conventions (base units: bytes, seconds; `_total` counters; `_info`
@@ -9,7 +9,7 @@ GPUs, the policy's service patterns, leases and waits that exist now, reason cod
 
 import time
 
-from ..cli.render import gpu_rows
+from ..statusrows import gpu_rows
 from ..state import tallies as T
 from .exposition import Family
 

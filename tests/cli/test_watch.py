@@ -47,10 +47,12 @@ class Pane:
         return self.tmux("capture-pane", "-p")
 
     def info(self):
-        """(dead, exit status, alternate screen on) of the pane."""
-        dead, status, alternate = self.tmux("list-panes", "-F",
-                                            "#{pane_dead}|#{pane_dead_status}|#{alternate_on}").strip().split("|")
-        return dead == "1", int(status) if status.isdigit() else None, alternate == "1"
+        """(exited, exit status or `signal N`, alternate screen on) of the pane. Exited once tmux has
+        its exit status: the pane counts as dead from the end of its output, a moment before."""
+        fields = "#{pane_dead}|#{pane_dead_status}|#{pane_dead_signal}|#{alternate_on}"
+        dead, status, signal, alternate = self.tmux("list-panes", "-F", fields).strip().split("|")
+        status = int(status) if status.isdigit() else f"signal {signal}" if signal else None
+        return dead == "1" and status is not None, status, alternate == "1"
 
     def until(self, what, condition, timeout=60):
         """Poll the screen until CONDITION(screen) holds; fail after TIMEOUT seconds naming WHAT."""
@@ -99,10 +101,24 @@ def _section(screen, title):
     return lines[start:end]
 
 
-def test_watch_shows_leases_and_waits_taken_from_outside_and_quits_on_q(box, pane_for):
+def _watch(box, pane_for):
+    """`status --watch --interval 0.3` on BOX's two GPUs, in a pane (the box's env passed by `env`)."""
     box.write_gpus([gpu_desc(0), gpu_desc(1)]).write_policy(POLICY)
     env = [f"{k}={v}" for k, v in box.env().items() if k.startswith("CORTEX_HOOK_")]
-    pane = pane_for(["env", *env, sys.executable, "-m", "cortex_hook", "status", "--watch", "--interval", "0.3"])
+    return pane_for(["env", *env, sys.executable, "-m", "cortex_hook", "status", "--watch", "--interval", "0.3"])
+
+
+def _wait_dead(pane):
+    """Poll until the pane's command has exited; (dead, exit status, alternate screen on)."""
+    deadline = time.monotonic() + 30
+    while not pane.info()[0]:
+        assert time.monotonic() < deadline, pane.screen()
+        time.sleep(0.1)
+    return pane.info()
+
+
+def test_watch_shows_leases_and_waits_taken_from_outside_and_quits_on_q(box, pane_for):
+    pane = _watch(box, pane_for)
     pane.until("both GPUs, free", lambda s: "q to quit" in s and [row[:8] for row in _gpu_rows(s)] == [
         "0    GPU", "1    GPU"] and all(row.endswith("  -") for row in _gpu_rows(s)))
 
@@ -133,17 +149,21 @@ def test_watch_shows_leases_and_waits_taken_from_outside_and_quits_on_q(box, pan
         os.rename(state_dir + ".away", state_dir)
         pane.until("the table refreshed again", lambda s: "could not refresh" not in s)
     finally:
-        if waiter is not None:
+        if waiter is not None and waiter.returncode is None:
             waiter.kill()
             waiter.communicate()
         holder.end()
 
     pane.tmux("send-keys", "q")
-    deadline = time.monotonic() + 30
-    while not pane.info()[0]:
-        assert time.monotonic() < deadline, pane.screen()
-        time.sleep(0.1)
-    assert pane.info() == (True, 0, False), pane.screen()
+    assert _wait_dead(pane) == (True, 0, False), pane.screen()
+
+
+def test_ctrl_c_leaves_the_alternate_screen_too(box, pane_for):
+    pane = _watch(box, pane_for)
+    pane.until("the table", lambda s: "q to quit" in s and len(_gpu_rows(s)) == 2)
+    pane.tmux("send-keys", "C-c")
+    assert _wait_dead(pane) == (True, 130, False), pane.screen()
+    assert "Traceback" not in pane.screen()
 
 
 @pytest.mark.parametrize("args, needle", [
