@@ -20,12 +20,14 @@ e2e: $(TEST_VENV)/.installed
 	CORTEX_HOOK_E2E=1 $(TEST_VENV)/bin/python -m pytest tests/realservers $(PYTEST_ARGS)
 
 # Figures with ratios against baselines measured in the same run (bench/README.md); ~2 min,
-# then the monitor's detection latency and idle cost (~25 min: a 10-minute idle window).
+# then the metrics' scrape cost (~1 min), and the monitor's detection latency and idle cost
+# (~25 min: a 10-minute idle window).
 bench:
 	python3 bench/startpath.py --importtime
 	python3 bench/growth.py
 	python3 bench/bootstorm.py
 	python3 bench/supervisor.py
+	python3 bench/metrics.py
 	python3 bench/monitor.py
 
 # The heavy reliability tier: kill -9 at random moments (>= 200 trials) and a long policy fuzz.

@@ -26,6 +26,7 @@ from .faults import DRAIN, FATAL, IGNORE, TROUBLE, classify_event, classify_gpu
 
 DETAIL = frozenset({"monitor"})  # what a poll asks the inventory: health, and corrected ECC
 PRUNE_EVERY_S = 3600.0
+STOP_WITHIN_S = 5.0  # the longest single wait inside the driver: how long a stop may take
 
 
 class Monitor:
@@ -47,6 +48,7 @@ class Monitor:
         self.driver_problem = None
         self.stopping = False
         self.metrics_server = None
+        self.last_ping = time.monotonic()
         self.last_verdicts = {}  # uuid -> the previous poll's verdict (a polled fault is counted once)
 
     # -- life ------------------------------------------------------------------------------------
@@ -90,14 +92,17 @@ class Monitor:
 
     def step(self):
         """Wait for an event until the next poll is due (or systemd's watchdog wants a ping, which
-        only a poll gives), then poll if it is."""
-        wait = max(0.0, self.next_poll - time.monotonic())
+        only a poll gives), then poll if it is. A wait lasts at most STOP_WITHIN_S: a signal is
+        seen only when the driver's wait returns, and `systemctl stop` should not wait a whole
+        `poll:` interval."""
+        due = self.next_poll
         if watchdog_interval() is not None:
-            wait = min(wait, watchdog_interval())
+            due = min(due, self.last_ping + watchdog_interval())
+        wait = min(max(0.0, due - time.monotonic()), STOP_WITHIN_S)
         event = self.events.wait(wait * 1000) if self.events is not None else _sleep(wait)
         if event is not None:
             self.on_event(event)
-        elif not self.stopping:
+        elif not self.stopping and time.monotonic() >= due:
             self._load_policy()
             self.poll()
 
@@ -287,6 +292,7 @@ class Monitor:
         self.notify.status(line)
         if ping:
             self.notify.watchdog()
+            self.last_ping = time.monotonic()
         if trusted(self.ctx.runtime_dir):
             data = {"pid": os.getpid(), "at": time.time(), "poll_seconds": self.policy.health.poll_seconds,
                     "gpus": len(self.gpus), "registered": sorted(self.events.registered) if self.events else [],
