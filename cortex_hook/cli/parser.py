@@ -44,36 +44,27 @@ def _common(parser, suppress):
                         help="env file directory (default $CORTEX_HOOK_RUNTIME_DIR or /run/cortex-hook)")
 
 
-def _bounded(low, high, what):
-    """An argparse type: an integer from LOW to HIGH (ASCII digits; `²` is no number here)."""
+def _bounded(low, high, what, seconds=False):
+    """An argparse type: an integer from LOW to HIGH (ASCII digits; `²` is no number here), or
+    with SECONDS a number of seconds (`0.5`, `2`; no `nan`, no `inf`)."""
+    pattern, kind = (r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", "a number of seconds") if seconds else (r"-?[0-9]+", "a whole number")
+
     def parse(text):
-        if not re.fullmatch(r"-?[0-9]+", text.strip()):
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number, not {text!r}")
-        value = int(text)
+        if not re.fullmatch(pattern, text.strip()):
+            raise argparse.ArgumentTypeError(f"{what} must be {kind}, not {text!r}")
+        value = float(text) if seconds else int(text)
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be from {low} to {high}, not {text}")
+            span = f"{low:g} to {high:g} seconds" if seconds else f"{low} to {high}"
+            raise argparse.ArgumentTypeError(f"{what} must be from {span}, not {text}")
         return value
     parse.__name__ = what  # argparse names the type in its messages
-    return parse
-
-
-def _seconds(low, high, what):
-    """An argparse type: a number of seconds from LOW to HIGH (`0.5`, `2`; no `nan`, no `inf`)."""
-    def parse(text):
-        if not re.fullmatch(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", text.strip()):
-            raise argparse.ArgumentTypeError(f"{what} must be a number of seconds, not {text!r}")
-        value = float(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be from {low:g} to {high:g} seconds, not {text}")
-        return value
-    parse.__name__ = what
     return parse
 
 
 PID = _bounded(1, 2**22, "a process id")  # the kernel's pid_max is at most 2^22
 RANK = _bounded(0, 10**6, "a rank")
 COUNT = _bounded(1, 10**6, "a count")
-INTERVAL = _seconds(0.2, 3600, "the interval")
+INTERVAL = _bounded(0.2, 3600, "the interval", seconds=True)
 
 
 class _Skipped:

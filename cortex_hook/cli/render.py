@@ -4,7 +4,6 @@ import time
 
 from .. import rules
 from ..quantities import format_size
-from ..statusrows import gpu_rows  # noqa: F401 (the views' rows, shared with the metrics)
 
 
 def print_json(obj):

@@ -15,7 +15,8 @@ from ..systemd.journal import WARNING, log
 from ..systemd.unitresult import describe as describe_end
 from ..systemd.unitname import normalize_unit
 from .gpuref import view_inventory
-from .render import decision_json, gpu_rows, print_json, render_decision, render_status, text_table
+from ..statusrows import gpu_rows
+from .render import decision_json, print_json, render_decision, render_status, text_table
 
 
 def status(ctx, args):

@@ -19,7 +19,7 @@ from ..errors import CortexError, UsageError, one_line
 
 DEFAULT_INTERVAL = 2.0
 ENTER = "\x1b[?1049h\x1b[?25l"  # the alternate screen, cursor hidden
-LEAVE = "\x1b[?25h"
+LEAVE = "\x1b[?25h\x1b[?1049l"
 HOME, EOL, EOS = "\x1b[H", "\x1b[K", "\x1b[J"
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from ..helpers.box import gpu_desc, uuid_of
 from ..helpers.promtext import check, value
+from ..helpers.poll import wait_until
 
 pytestmark = pytest.mark.nvml
 
@@ -35,17 +36,6 @@ def get(port, path="/metrics"):
         return None
 
 
-def wait_until(predicate, what, proc, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        assert proc.poll() is None, f"the monitor exited {proc.returncode}: {proc.communicate()[1]}"
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def monitor(nvml_box, tmp_path):
     """Start `cortex-hook monitor` on 2 fake GPUs with /metrics at a free loopback port:
@@ -63,7 +53,7 @@ def monitor(nvml_box, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cortex_hook", "monitor"], env=nvml_box.env(FAKE_NVML_EVENTS=events),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: get(port), "the endpoint", proc)
+        wait_until(lambda: get(port), "the endpoint", proc=proc)
         yield port, append_event, proc
     finally:
         proc.terminate()
@@ -76,11 +66,11 @@ def test_the_endpoint_counts_faults_drains_and_says_the_monitor_runs(monitor):
     assert status == 200
     check(text)
     assert value(text, "cortex_hook_gpu_drained", UUID=uuid_of(1)) == 0
-    assert wait_until(lambda: value(get(port)[1], "cortex_hook_monitor_up") == 1, "monitor_up", proc)
+    assert wait_until(lambda: value(get(port)[1], "cortex_hook_monitor_up") == 1, "monitor_up", proc=proc)
     append_event(gpu=1, type="xid", data=13)  # an application's error: counted, nothing drained
     append_event(gpu=1, type="xid", data=79)
     text = wait_until(lambda: (t := get(port)[1]) and value(t, "cortex_hook_monitor_drains_total", UUID=uuid_of(1))
-                      and t, "the drain", proc)
+                      and t, "the drain", proc=proc)
     check(text)
     assert value(text, "cortex_hook_monitor_faults_total", UUID=uuid_of(1), kind="xid", xid="79", verdict="fatal") == 1
     assert value(text, "cortex_hook_monitor_faults_total", UUID=uuid_of(1), kind="xid", xid="13", verdict="ignore") == 1

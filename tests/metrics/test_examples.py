@@ -16,6 +16,7 @@ from cortex_hook.metrics.collect import HELP
 
 from ..helpers.box import Box, gpu_desc
 from ..helpers.promtext import promtool, samples, value
+from ..helpers.poll import wait_until
 from .test_endpoint import free_port, get
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -154,16 +155,6 @@ services:
   - match: "*"
     min_free_memory: 1GiB
 """
-
-
-def wait_until(predicate, what, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

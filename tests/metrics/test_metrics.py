@@ -11,6 +11,7 @@ from cortex_hook.metrics.exposition import Family, render
 
 from ..helpers.box import gpu_desc, uuid_of
 from ..helpers.promtext import check, samples, value
+from ..helpers.poll import wait_until
 
 POLICY = """\
 services:
@@ -29,17 +30,6 @@ def test_label_values_are_escaped_and_numbers_written_as_the_format_says():
         "# HELP x_info a\\\\b c", "# TYPE x_info gauge", 'x_info{unit="a\\"b\\\\c\\nd"} 1',
         "# HELP x_seconds h", "# TYPE x_seconds gauge", "x_seconds 0.25", 'x_seconds{k="inf"} +Inf']
     assert samples(text)[0] == ("x_info", {"unit": 'a"b\\c\nd'}, 1.0)
-
-
-def wait_until(predicate, what, timeout=30):
-    import time
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
