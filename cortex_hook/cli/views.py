@@ -28,9 +28,11 @@ def status(ctx, args):
         return watch(args, lambda: live_status(ctx))
     with ctx.open_state() as state:
         view, rows, seen = status_view(ctx, state)
+        waiting = waits(state) if args.json else []
     monitor = monitorstatus.read(ctx.runtime_dir, view.policy.health.poll_seconds)
     if args.json:
         print_json({"gpus": rows, "inventory": view.source, "monitor": monitor,
+                    "waits": [w.to_plain() for w in waiting],
                     "policy_error": None if view.broken is None else str(view.broken)})
     else:
         print(render_status(rows, seen, monitorstatus.describe(monitor)))

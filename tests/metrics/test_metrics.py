@@ -60,7 +60,10 @@ def test_the_metrics_pass_promtool_and_say_what_status_and_leases_say(scenario):
     assert r.returncode == 0, r.stderr
     text = r.stdout
     check(text)
-    status = box.json("status")["gpus"]
+    whole = box.json("status")
+    status = whole["gpus"]
+    assert [(w["unit"], w["klass"], w["service"]) for w in whole["waits"]] == [
+        ("wait.service", "critical", "wait.service")]
     assert len(status) == 3
     for g in status:
         gpu = {"UUID": g["uuid"], "gpu": str(g["index"])}
