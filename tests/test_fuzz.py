@@ -236,6 +236,7 @@ SERVICE_POOLS = {
     "readiness": st.sampled_from(READINESS),
     "watchdog": st.one_of(st.sampled_from(DURATIONS), st.integers(-5, 10 ** 6), huge_ints, floats),
     "on_gpu_fault": st.sampled_from(["restart", "stop", "ignore", "Restart", "reboot", True]),
+    "placement": st.sampled_from(["pack", "spread", "Pack", "binpack", None]),
     "options": st.dictionaries(st.one_of(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), unknown_keys),
                                scalars, max_size=3),
 }
@@ -246,6 +247,13 @@ TOP_POOLS = {
     "discovery_timeout": st.one_of(st.sampled_from(DURATIONS), st.integers(-5, 10 ** 12), huge_ints, floats),
     "history_limit": st.one_of(st.integers(-2, 10 ** 6), huge_ints),
     "isolate": st.booleans(),
+    "placement": st.sampled_from(["pack", "spread", "fill", 1]),
+    "metrics": st.fixed_dictionaries({}, optional={
+        "listen": st.sampled_from(["127.0.0.1:9772", "[::1]:9772", "localhost:1", "0.0.0.0:9772", "10.1.2.3:80",
+                                   "127.0.0.1:0", "127.0.0.1:65536", "host:9772", ":9772", "127.0.0.1"]),
+        "allow_remote": st.sampled_from([True, False, "yes"]),
+        "job_mapping_dir": st.sampled_from(["/run/cortex-hook/dcgm-job-map", "relative/dir", "/a/../b", "", "/x\n"]),
+    }),
     "health": st.fixed_dictionaries({}, optional={
         **{k: st.booleans() for k in HEALTH_KEYS},
         "max_temperature": st.one_of(st.none(), st.integers(-5, 200), huge_ints, floats),
