@@ -88,6 +88,7 @@ class ServicePolicy(Record):
     readiness: str | None = None
     watchdog_seconds: float | None = None
     on_gpu_fault: str = "restart"  # what the monitor does to the unit when its GPU fails: restart|stop|ignore
+    placement: str | None = None  # pack | spread; None: the policy's `placement:`
     options: dict = new(dict)  # the server plugin's, as written
     option_marks: dict[str, tuple[int, int]] = new(dict)  # option key -> (line, column)
 
@@ -155,6 +156,7 @@ class Policy(Record):
     services: list[ServicePolicy] = new(list)
     history_limit: int = 1000
     isolate: bool = False
+    placement: str = "spread"  # the default of every service's `placement:`
     metrics: MetricsPolicy = new(MetricsPolicy)
 
     def service_for(self, unit):
@@ -276,6 +278,8 @@ class Verdict(Record):
     priority_from: str | None = None  # the UUID holding that rank: the GPU's, or its MIG parent's
     tier: int = 0  # 1: reserved for another unit, borrowed by a critical service
     demoted: str | None = None  # why recent trouble ranks it after its admin rank's untroubled GPUs
+    placement: tuple = ()  # placement.keys: ranks it among GPUs the admin's order ties (pack/spread)
+    placement_note: str | None = None
     selected: bool = False
 
     @property

@@ -3,7 +3,7 @@
 Pure: it reads nothing and writes nothing, so `plan` (dry run) and `allocate` run the same code.
 Order of work: check every GPU (every reason that applies), score the accepted ones, rank them
 (reservation tier, then the admin priority as rules.rank_order has it, then recent trouble, then
-the score), then select N (topology hooks; under `same_model`, from one model at a time).
+placement: pack or spread, then the score), then select N (topology hooks; under `same_model`, from one model at a time).
 
 Recent trouble the monitor saw (rules.demotion) never outvotes the admin: it orders only GPUs
 that tie on the admin's rank (GPUs left unranked, slices sharing their parent's rank), untroubled
@@ -12,6 +12,7 @@ first, and the demoted GPU's verdict says why.
 
 import time
 
+from . import placement
 from .model import Decision, Selection, Verdict
 from .rules import (borrowed_reservation, demotion_of, describe_rank, model_groups, rank_of, rank_order,
                     same_model_notes, same_model_rule)
@@ -19,9 +20,10 @@ from .rules import (borrowed_reservation, demotion_of, describe_rank, model_grou
 
 def rank_key(verdict):
     """Sort key: unreserved before borrowed-reserved, the admin's order (rules.rank_order: rank,
-    then a whole GPU before a MIG slice), untroubled before demoted, higher score, then index."""
+    then a whole GPU before a MIG slice), untroubled before demoted, placement (pack or spread),
+    higher score, then index."""
     gpu = verdict.gpu
-    return (verdict.tier, *rank_order(verdict.priority, gpu), verdict.demoted is not None,
+    return (verdict.tier, *rank_order(verdict.priority, gpu), verdict.demoted is not None, verdict.placement,
             -(verdict.score or 0.0), gpu.index, gpu.mig_index if gpu.mig_index is not None else -1)
 
 
@@ -48,6 +50,7 @@ def plan(plugins, request, now=None):
                                      "critical, ranked after unreserved GPUs")
         verdicts.append(verdict)
 
+    _place(request, [v for v in verdicts if v.accepted])
     accepted = sorted((v for v in verdicts if v.accepted), key=rank_key)
     rejected = [v for v in verdicts if not v.accepted]
     same = same_model_rule(svc, plugins.tensor_parallel(svc))
@@ -59,6 +62,8 @@ def plan(plugins, request, now=None):
     notes.extend(same_model_notes(same, groups, chosen, accepted, count, svc.gpus == "all"))
     for v in chosen:
         v.selected = True
+        if v.placement_note and _placed(v, accepted):
+            v.notes.append(v.placement_note)
     notes.extend(_slice_notes(chosen, accepted))
     ordered = chosen + [v for v in accepted if not v.selected] + rejected
     if chosen:
@@ -72,6 +77,23 @@ def plan(plugins, request, now=None):
                         notes=notes, fallback="cpu")
     return Decision(unit=request.unit, service=svc, verdicts=ordered, chosen=[], ok=False,
                     summary=summary, notes=notes)
+
+
+def _place(request, accepted):
+    """Give each accepted verdict its placement key and note (placement.py)."""
+    mode = request.service.placement or request.policy.placement
+    if len(accepted) < 2 or (mode == placement.SPREAD and not request.snapshot.leases):
+        return  # (spread on an idle box: every key is equal, the score decides)
+    found = placement.keys(mode, request.gpus, [v.gpu for v in accepted], request.snapshot.leases,
+                           request.service.sharing == "shared")
+    for v in accepted:
+        v.placement, v.placement_note = found.get(v.gpu.uuid, ((), None))
+
+
+def _placed(chosen, accepted):
+    """True if placement decided between CHOSEN and a GPU left that the admin's order ties with it."""
+    tie = rank_key(chosen)[:4]
+    return any(not v.selected and rank_key(v)[:4] == tie and v.placement != chosen.placement for v in accepted)
 
 
 def _select(plugins, request, groups, count):

@@ -336,3 +336,19 @@ def same_model_notes(why, groups, chosen, accepted, count, every):
 
 def _model_name(gpu):
     return gpu.name if gpu.name and gpu.name != "?" else "model unknown"
+
+
+def nvlinked(a, b):
+    """True if GPUs A and B are joined by NVLink."""
+    return bool(a.nvlink_peers) and b.uuid in a.nvlink_peers
+
+
+def within(level):
+    """A predicate: are two GPUs at most LEVEL apart on the PCIe tree (NVML's common-ancestor
+    level: 20 one switch, 30 one host bridge, 40 one NUMA node, which the NUMA node also tells)?"""
+    def close(a, b):
+        found = a.topology.get(b.uuid)
+        if found is None:
+            return level >= 40 and a.numa_node is not None and a.numa_node == b.numa_node
+        return found <= level
+    return close

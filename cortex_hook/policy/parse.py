@@ -17,10 +17,10 @@ from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
 
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
-                "topology", "same_model", "class", "on_unavailable", "on_gpu_fault", "install", "readiness",
+                "topology", "same_model", "class", "on_unavailable", "on_gpu_fault", "placement", "install", "readiness",
                 "watchdog", "options")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
-            "services", "history_limit", "isolate", "metrics")
+            "services", "history_limit", "isolate", "metrics", "placement")
 METRICS_KEYS = ("listen", "allow_remote", "job_mapping_dir")
 _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):(\d{1,5})")
 HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
@@ -34,6 +34,7 @@ CHOICES = {
     "class": ("critical", "normal", "batch"),
     "install": ("env", "exec", "supervise"),
     "on_gpu_fault": ("restart", "stop", "ignore"),
+    "placement": ("pack", "spread"),
 }
 _READINESS = re.compile(r"(http://[A-Za-z0-9._-]+:\d{1,5}(/[!-~]*)?|tcp://[A-Za-z0-9._-]+:\d{1,5})")
 _INSTALLABLE = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service|[A-Za-z0-9:_.\\-]+@\*\.service")
@@ -81,7 +82,8 @@ class _PolicyReader(NodeReader):
         readers = {"version": self.version, "inventory": self.inventory,
                    "discovery_timeout": self.discovery_timeout, "health": self.health,
                    "scoring": self.scoring, "reservations": self.reservations, "services": self.services,
-                   "history_limit": self.history_limit, "isolate": self.isolate, "metrics": self.metrics}
+                   "history_limit": self.history_limit, "isolate": self.isolate, "metrics": self.metrics,
+                   "placement": self.placement}
         for name, knode, vnode in items:
             readers[name](pol, vnode, name)
         self._check_shadowed(pol.services, items)
@@ -109,6 +111,9 @@ class _PolicyReader(NodeReader):
         pol.discovery_timeout = self.duration(node, key, 1)
         if pol.discovery_timeout <= 0:
             self.fail(node, key, "must be longer than 0s")
+
+    def placement(self, pol, node, key):
+        pol.placement = self.choice(node, key, 1, CHOICES["placement"])
 
     def isolate(self, pol, node, key):
         pol.isolate = self.boolean(node, key, 1)

@@ -5,24 +5,10 @@ joined to every GPU chosen so far. With `topology: any` the best-ranked GPUs are
 """
 
 from ...model import Selection
+from ...rules import nvlinked, within
 from ..markers import hookimpl
 
 _LOCALITY = ((20, "under one PCIe switch tree"), (30, "under one PCIe host bridge"), (40, "on one NUMA node"))
-
-
-def nvlinked(a, b):
-    """True if GPUs A and B are joined by NVLink."""
-    return bool(a.nvlink_peers) and b.uuid in a.nvlink_peers
-
-
-def within(level):
-    """A predicate: are two GPUs at most LEVEL apart on the PCIe tree?"""
-    def close(a, b):
-        found = a.topology.get(b.uuid)
-        if found is None:
-            return level >= 40 and a.numa_node is not None and a.numa_node == b.numa_node
-        return found <= level
-    return close
 
 
 def greedy_set(ranked, count, joined):
