@@ -32,6 +32,7 @@ def publish(state, directory):
     """Bring DIRECTORY in line with STATE's leases (best effort: a problem is logged, and never
     fails the command that changed the leases)."""
     try:
+        check_trusted(os.path.dirname(directory), "metrics.job_mapping_dir")  # before root creates anything there
         os.makedirs(directory, mode=0o755, exist_ok=True)
         check_trusted(directory, "metrics.job_mapping_dir")
         sync(directory, expected(state.leases(), state.seen_gpus()))

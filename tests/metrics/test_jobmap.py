@@ -13,6 +13,7 @@ services:
     gpus: 2
   - match: "shared-*.service"
     sharing: shared
+    placement: pack  # shared units together, so that one file lists two
   - match: "*"
 metrics:
   job_mapping_dir: {dir}
@@ -90,3 +91,14 @@ def test_a_policy_that_drops_the_key_empties_the_directory_and_writes_no_more(bo
     assert box.cli("allocate", "other").returncode == 0
     assert box.cli("allocate", "third").returncode == 0
     assert mapping(jobs) == {}  # no stale unit names left for dcgm-exporter
+
+
+def test_a_directory_under_one_others_can_write_is_never_created(box, tmp_path):
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)  # (no sticky bit: anyone could swap what is inside)
+    jobs = open_dir / "job-map"
+    box.write_gpus([gpu_desc(0)]).write_policy(POLICY.format(dir=jobs))
+    r = box.cli("allocate", "one")
+    assert r.returncode == 0, r.stderr
+    assert "job mapping not updated" in r.stderr and not jobs.exists()
