@@ -156,7 +156,7 @@ class Policy(Record):
     services: list[ServicePolicy] = new(list)
     history_limit: int = 1000
     isolate: bool = False
-    placement: str = "spread"  # the default of every service's `placement:`
+    placement: str = "pack"  # the default of every service's `placement:` (bench/placement.py)
     metrics: MetricsPolicy = new(MetricsPolicy)
 
     def service_for(self, unit):

@@ -3,8 +3,9 @@
 - `pack` fills topology groups that are already in use, so that whole groups stay free for the
   multi-GPU services that need them: it never takes a GPU from a wholly free group (of two or
   more) while a GPU of a partly used group, or a GPU standing alone, would do; among partly used
-  groups it takes the one with the fewest free GPUs left (best fit). For a shared service it
-  prefers a GPU that already has tenants.
+  groups it takes the one with the fewest free GPUs left (best fit). A multi-GPU service takes
+  the smallest NVLink set that still has enough free GPUs. For a shared
+  service it prefers a GPU that already has tenants.
 - `spread` does the opposite, for load balance: the group with the fewest GPUs in use first and,
   for a shared service, the GPU with the fewest tenants. On an idle box nothing differs, and the
   score decides as before placement existed.
@@ -75,9 +76,11 @@ def _nvlink_sets(gpus):
     return sets
 
 
-def keys(mode, gpus, accepted, leases, shared):
+def keys(mode, gpus, accepted, leases, shared, count=1):
     """{uuid: (sort key, note)} for the ACCEPTED GPUs (a list of Gpu) under MODE; GPUS: every GPU
-    the inventory lists; LEASES: those in the snapshot; SHARED: the request's sharing is shared."""
+    the inventory lists; LEASES: those in the snapshot; SHARED: the request's sharing is shared;
+    COUNT GPUs wanted (more than one: pack takes the smallest NVLink set that still has COUNT
+    free, and the GPUs standing alone after it)."""
     parent = {g.uuid: g.parent_uuid for g in gpus if g.is_mig}
     busy = {parent.get(lease.uuid, lease.uuid) for lease in leases}
     tenants = {}
@@ -91,6 +94,9 @@ def keys(mode, gpus, accepted, leases, shared):
             continue
         key = [-tenants.get(gpu.uuid, 0) if mode == PACK else tenants.get(gpu.uuid, 0)] if shared else []
         mine = 1 if parent.get(gpu.uuid, gpu.uuid) in busy else 0
+        if mode == PACK and count > 1:
+            size, used = levels[0]
+            key += [0 if size - used - mine >= count else 1, size - used - mine]
         for size, used in levels:
             if mode == PACK:
                 key += [1 if size > 1 and used + mine == 0 else 0, size - used - mine]

@@ -84,8 +84,10 @@ def _place(request, accepted):
     mode = request.service.placement or request.policy.placement
     if len(accepted) < 2 or (mode == placement.SPREAD and not request.snapshot.leases):
         return  # (spread on an idle box: every key is equal, the score decides)
+    svc = request.service
+    count = len(accepted) if svc.gpus == "all" else svc.gpus
     found = placement.keys(mode, request.gpus, [v.gpu for v in accepted], request.snapshot.leases,
-                           request.service.sharing == "shared")
+                           svc.sharing == "shared", count)
     for v in accepted:
         v.placement, v.placement_note = found.get(v.gpu.uuid, ((), None))
 

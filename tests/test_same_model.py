@@ -81,9 +81,11 @@ def test_it_composes_with_require_nvlink(plugins):
     devices = gpus(L40S, L40S, L4, L4)
     for g in devices:
         g.nvlink_peers = frozenset({uuid(3)} if g.index == 2 else {uuid(2)} if g.index == 3 else set())
-    d = decide(plugins, devices, server="vllm", gpus=2, topology="require-nvlink")
+    d = decide(plugins, devices, server="vllm", gpus=2, topology="require-nvlink", placement="spread")
     assert chosen(d) == [2, 3]
     assert f"GPU 0 ({L40S}): not the same model as GPU 2 ({L4}); {TP_NOTE}" in d.notes
+    d = decide(plugins, devices, server="vllm", gpus=2, topology="require-nvlink", placement="pack")
+    assert chosen(d) == [2, 3] and not [n for n in d.notes if "not the same model" in n]  # (the pair ranks first)
 
 
 def test_a_refusal_when_a_model_has_enough_but_none_fits(plugins):
