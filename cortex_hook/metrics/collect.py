@@ -166,6 +166,6 @@ def families(policy, plugins, gpus, live, state, snapshot, monitor_status, now=N
     policy's demote window; MONITOR_STATUS: files/monitorstatus.read()."""
     now = time.time() if now is None else now
     rows = gpu_rows(gpus, policy, plugins, snapshot, state.seen_gpus(), live=live, now=now)
-    found = T.tallies(state) if hasattr(state, "conn") else {}
+    found = T.tallies(state)
     return (gpu_families(rows, snapshot.leases, policy) + wait_families(T.waits(state), now)
             + tally_families(found) + monitor_families(monitor_status, now))

@@ -47,8 +47,16 @@ def observe(state, name, labels, seconds, buckets=DURATION_BUCKETS):
         add(state, f"{name}_count", labels)
 
 
+def is_view(state):
+    """True for the read-only StateView of a user who is not root (it has no connection; asking it
+    for one would raise "needs root")."""
+    return "conn" not in vars(state)
+
+
 def tallies(state):
-    """{name: [(labels dict, value)]} of every tally."""
+    """{name: [(labels dict, value)]} of every tally ({} from a read-only view, which has none)."""
+    if is_view(state):
+        return {}
     out = {}
     for name, labels, value in state.conn.execute("SELECT name, labels, value FROM tally ORDER BY name, labels"):
         out.setdefault(name, []).append((_labels(labels), value))
@@ -79,7 +87,7 @@ def end_wait(state, unit):
 def waits(state):
     """[Wait] of the starts waiting now, oldest first (a wait whose process is gone is left out;
     `drop_dead_waits` removes it). A read-only StateView answers from its copy."""
-    if not hasattr(state, "conn"):
+    if is_view(state):
         return state.waits()
     rows = state.conn.execute("SELECT unit, service, class, since, pid, pid_start, boot_id, summary FROM waiting "
                               "ORDER BY since, unit")

@@ -54,12 +54,16 @@ def test_everyone_may_look_through_the_view(shared_box):
         assert json.loads(r.stdout) == expected, cmd
     r = as_nobody(box, "status", "--json")
     assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["waits"] == []
     rows = {g["index"]: g for g in json.loads(r.stdout)["gpus"]}
     assert rows[1]["leased_by"] == ["a.service"] and rows[1]["priority"] == 0
     assert rows[2]["drain"] == "fan noise"
     r = as_nobody(box, "plan", "b", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["gpus"] == [uuid_of(0)]  # 1 is leased, 2 drained: as root would plan
+    r = as_nobody(box, "metrics")  # (the counters are root's: the view has none)
+    assert r.returncode == 0, r.stderr
+    assert f'cortex_hook_lease_info{{gpu="1",UUID="{uuid_of(1)}",unit="a.service"' in r.stdout
 
 
 def test_a_change_by_someone_else_needs_root(shared_box):
