@@ -252,17 +252,11 @@ def ev_memory(ev):
 
 # -- the policies -------------------------------------------------------------------------------
 def greedy(box, order, count, joined):
-    """The first COUNT GPUs of ORDER pairwise JOINED, greedily (as the planner's topology hook)."""
-    for start, seed in enumerate(order):
-        chosen = [seed]
-        for cand in order:
-            if cand != seed and all(joined(cand, c) for c in chosen):
-                chosen.append(cand)
-                if len(chosen) == count:
-                    return chosen
-        if len(order) - start < count:
-            break
-    return None
+    """The first COUNT GPUs of ORDER pairwise JOINED, greedily: the planner's topology hook's own
+    greedy_set, on GPU indices."""
+    from cortex_hook.hooks.builtin.topology import greedy_set
+
+    return greedy_set(list(order), count, joined)
 
 
 def rule_select(box, order, ev):

@@ -12,13 +12,14 @@ _LOCALITY = ((20, "under one PCIe switch tree"), (30, "under one PCIe host bridg
 
 
 def greedy_set(ranked, count, joined):
-    """The first COUNT-sized set, in rank order, whose members are pairwise JOINED; or None."""
+    """The first COUNT-sized set, in rank order, whose members are pairwise JOINED (a predicate on
+    two members of RANKED); or None."""
     for start, seed in enumerate(ranked):
         chosen = [seed]
         for cand in ranked:
             if cand is seed:
                 continue
-            if all(joined(cand.gpu, c.gpu) for c in chosen):
+            if all(joined(cand, c) for c in chosen):
                 chosen.append(cand)
                 if len(chosen) == count:
                     return chosen
@@ -34,7 +35,7 @@ def cortex_select_gpus(request, ranked, count):
     if count <= 1 or mode == "any":
         return None
     top = ranked[:count]
-    chosen = greedy_set(ranked, count, nvlinked)
+    chosen = greedy_set(ranked, count, lambda a, b: nvlinked(a.gpu, b.gpu))
     if chosen:
         notes = [f"all {count} joined by NVLink"]
         skipped = [v for v in top if v not in chosen]
@@ -48,7 +49,8 @@ def cortex_select_gpus(request, ranked, count):
     if mode == "require-nvlink":
         return Selection([], [f"{missing}; topology: require-nvlink"])
     for level, where in _LOCALITY:
-        chosen = greedy_set(ranked, count, within(level))
+        close = within(level)
+        chosen = greedy_set(ranked, count, lambda a, b, close=close: close(a.gpu, b.gpu))
         if chosen:
             return Selection(chosen, [f"{missing}: chose {count} GPUs {where}"])
     return Selection(top, [f"{missing}, nor a set sharing a NUMA node: the best-ranked GPUs are used"])
