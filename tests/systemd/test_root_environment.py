@@ -54,10 +54,14 @@ def uids(log):
     return [int(line.split()[0][4:]) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def run_once(host, unit):
+def run_once(host, unit, record=None):
+    """Start UNIT, wait for its lease (and for the stand-in's RECORD of its env, if given: a
+    Type=simple start returns before the server has run), then stop it."""
     host.sb.systemctl("start", unit, check=True)
     host.sb.wait_state(lease_unit_of(unit), "active")
+    seen = host.record(record) if record is not None else None
     host.sb.stop(unit)
+    return seen
 
 
 def test_ld_preload_of_the_unit_never_runs_as_root(host):
@@ -69,8 +73,8 @@ def test_ld_preload_of_the_unit_never_runs_as_root(host):
     record = host.standin_unit("llm.service", f"User=nobody\nEnvironment=LD_PRELOAD={library}\n")
     host.install("llm.service", "env")
     host.sb.daemon_reload()
-    run_once(host, "llm.service")
-    assert host.record(record)["env"]["LD_PRELOAD"] == str(library)
+    seen = run_once(host, "llm.service", record)
+    assert seen["env"]["LD_PRELOAD"] == str(library)
     assert NOBODY in uids(log)  # the unit's environment did reach its own processes
     assert 0 not in uids(log), log.read_text()
     assert host.leases() == []
