@@ -1,17 +1,20 @@
 """The monitor's /metrics endpoint: a small HTTP server on the address the policy gives
-(`metrics: listen:`), in a thread of its own, so a scrape never waits for the monitor's loop and
-the loop never waits for a scrape. Each scrape reads the state afresh (its own connection) and
+(`metrics: listen:`), in threads of its own, so a scrape never waits for the monitor's loop, the
+loop never waits for a scrape, and a client that connects and stays silent holds only its own
+thread, for at most CLIENT_TIMEOUT_S. Each scrape reads the state afresh (its own connection) and
 takes the GPUs from the monitor's last poll: a scrape never asks the driver, so a hung driver
 cannot hang it."""
 
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .exposition import CONTENT_TYPE
 
+CLIENT_TIMEOUT_S = 10  # a client that connects and says nothing holds one thread this long, no more
 
-class _Server(HTTPServer):
+
+class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -22,6 +25,8 @@ def serve(host, port, scrape, on_error):
     with the exception. OSError when the address cannot be bound."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = CLIENT_TIMEOUT_S  # (a thread per request: a silent client never blocks a scrape)
+
         def do_GET(self):  # noqa: N802 (http.server's name)
             if self.path.split("?", 1)[0] != "/metrics":
                 self._send(404, "text/plain; charset=utf-8", b"cortex-hook: see /metrics\n")

@@ -91,3 +91,15 @@ def test_a_port_in_use_is_said_and_the_monitor_watches_on(nvml_box, tmp_path):
                            capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert f"no metrics: cannot listen on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_silent_client_does_not_block_a_scrape(monitor):
+    """A local client that connects and sends nothing (or half a request) holds its own thread,
+    never the endpoint: a scrape beside it is answered."""
+    port, _, proc = monitor
+    with socket.create_connection(("127.0.0.1", port)) as silent, \
+            socket.create_connection(("127.0.0.1", port)) as half:
+        half.sendall(b"GET /metr")
+        status, text = wait_until(lambda: get(port), "a scrape beside two stalled clients", proc=proc)
+        assert status == 200 and "cortex_hook_gpus" in text
+        assert silent.fileno() >= 0 and half.fileno() >= 0  # (both still open while it answered)
