@@ -116,6 +116,12 @@ def name_lost(gpus, seen):
     return gpus
 
 
+def remember(state, gpus):
+    """Record GPUS as seen in STATE, and give each lost one the UUID it had (name_lost)."""
+    state.remember_gpus(gpus)
+    return name_lost(gpus, state.seen_gpus())
+
+
 def discover_for(plugins, policy, svc, detail):
     """-> (gpus, driver problem). A driver that fails or hangs means "no GPU" for a service that
     may start on CPU; a driver that fails (not hangs) is waited out by a `wait` service."""

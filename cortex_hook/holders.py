@@ -123,10 +123,21 @@ def current_holder(unit, holder_pid=None):
                   invocation=os.environ.get("INVOCATION_ID") if cgroup else None)
 
 
+def this_boot(recorded):
+    """False when RECORDED (a boot id, or None) is another boot's."""
+    now_boot = boot_id()
+    return not (recorded and now_boot and recorded != now_boot)
+
+
+def pid_alive(pid, pid_start):
+    """True while process PID runs and is the one that started at PID_START (None: any)."""
+    start = pid_start_time(pid)
+    return start is not None and (pid_start is None or start == pid_start)
+
+
 def lease_alive(lease):
     """True while the lease's holder still exists in this boot."""
-    now_boot = boot_id()
-    if lease.boot_id and now_boot and lease.boot_id != now_boot:
+    if not this_boot(lease.boot_id):
         return False
     if lease.holder_unit:
         return lease.invocation is not None and invocation_of(lease.holder_unit) == lease.invocation
@@ -134,8 +145,7 @@ def lease_alive(lease):
         return os.path.isdir(lease.cgroup)
     if lease.pid is None:
         return True  # taken by hand with no holder: only `release` ends it
-    start = pid_start_time(lease.pid)
-    return start is not None and (lease.pid_start is None or start == lease.pid_start)
+    return pid_alive(lease.pid, lease.pid_start)
 
 
 def cgroup_pids(cgroup_dir):

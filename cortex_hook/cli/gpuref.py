@@ -3,7 +3,7 @@ PCI bus id), and the inventory the admin commands show and resolve names against
 
 import re
 
-from ..allocation import discover, name_lost
+from ..allocation import discover, remember
 from ..errors import EXIT_CONFIG, DriverError, PolicyError, TimeoutExpired, UsageError
 from ..model import Gpu, Policy
 from ..rules import is_device_uuid, normalize_pci, uuids_with_prefix
@@ -17,8 +17,7 @@ def inventory(ctx, state, detail=STATUS_DETAIL):
     """Every GPU present now, with the DETAIL facts (by default every one `status` shows); each
     is remembered in the state so that a GPU that disappears can still be named and shown as absent."""
     gpus = discover(ctx.plugins(), ctx.policy(), detail)
-    state.remember_gpus(gpus)
-    return name_lost(gpus, state.seen_gpus())
+    return remember(state, gpus)
 
 
 class ViewInventory:
@@ -57,8 +56,7 @@ def view_inventory(ctx, state):
         gpus = discover(ctx.plugins(), policy, STATUS_DETAIL)
     except (DriverError, TimeoutExpired) as exc:
         return ViewInventory(seen_as_gpus(state.seen_gpus()), policy, "state", broken, str(exc))
-    state.remember_gpus(gpus)
-    return ViewInventory(name_lost(gpus, state.seen_gpus()), policy, "nvml", broken)
+    return ViewInventory(remember(state, gpus), policy, "nvml", broken)
 
 
 def seen_as_gpus(seen):

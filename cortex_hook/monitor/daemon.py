@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from ..allocation import discover, name_lost
+from ..allocation import discover, remember
 from ..errors import CortexError, DriverError, TimeoutExpired
 from ..files.atomic import write_atomic
 from ..files import rundir
@@ -152,8 +152,7 @@ class Monitor:
         self.driver_problem = None
         now = time.time()
         with self.ctx.open_state() as state:
-            state.remember_gpus(gpus)
-            name_lost(gpus, state.seen_gpus())  # a lost GPU keeps the UUID its drain is under
+            remember(state, gpus)  # a lost GPU keeps the UUID its drain is under
         self.gpus = {g.uuid: g for g in gpus if g.uuid}
         self.verdicts = {}
         for gpu in self.gpus.values():

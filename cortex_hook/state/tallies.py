@@ -10,7 +10,7 @@ fault), so a figure never counts a change that did not commit.
 
 import time
 
-from ..holders import boot_id, pid_start_time
+from ..holders import boot_id, pid_alive, pid_start_time, this_boot
 from ..model import Wait
 
 # seconds: a wait for a GPU, and a handoff (a release to the next lease of the GPU), last from
@@ -84,30 +84,27 @@ def end_wait(state, unit):
     return row[0] if row else None
 
 
+_WAITS = "SELECT unit, service, class, since, pid, pid_start, boot_id, summary FROM waiting"
+
+
 def waits(state):
     """[Wait] of the starts waiting now, oldest first (a wait whose process is gone is left out;
     `drop_dead_waits` removes it). A read-only StateView answers from its copy."""
     if is_view(state):
         return state.waits()
-    rows = state.conn.execute("SELECT unit, service, class, since, pid, pid_start, boot_id, summary FROM waiting "
-                              "ORDER BY since, unit")
+    rows = state.conn.execute(_WAITS + " ORDER BY since, unit")
     return [w for w in (Wait(*row) for row in rows) if wait_alive(w)]
 
 
 def wait_alive(wait):
-    """True while the process that records WAIT still runs, in this boot."""
-    now_boot = boot_id()
-    if wait.boot_id and now_boot and wait.boot_id != now_boot:
-        return False
-    if wait.pid is None:
-        return True
-    start = pid_start_time(wait.pid)
-    return start is not None and (wait.pid_start is None or start == wait.pid_start)
+    """True while the process that records WAIT still runs, in this boot (as holders.lease_alive
+    judges a pid holder)."""
+    return this_boot(wait.boot_id) and (wait.pid is None or pid_alive(wait.pid, wait.pid_start))
 
 
 def drop_dead_waits(state):
     """Remove the waits whose process is gone (killed while it waited)."""
-    rows = state.conn.execute("SELECT unit, service, class, since, pid, pid_start, boot_id, summary FROM waiting")
+    rows = state.conn.execute(_WAITS)
     dead = [w.unit for w in (Wait(*row) for row in rows) if not wait_alive(w)]
     if dead:
         with state.write() as c:
