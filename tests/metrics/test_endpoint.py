@@ -15,14 +15,9 @@ import pytest
 from ..helpers.box import gpu_desc, uuid_of
 from ..helpers.promtext import check, value
 from ..helpers.poll import wait_until
+from ..helpers.processes import free_port
 
 pytestmark = pytest.mark.nvml
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port, path="/metrics"):

@@ -17,7 +17,8 @@ from cortex_hook.metrics.collect import HELP
 from ..helpers.box import Box, gpu_desc
 from ..helpers.promtext import promtool, samples, value
 from ..helpers.poll import wait_until
-from .test_endpoint import free_port, get
+from ..helpers.processes import free_port
+from .test_endpoint import get
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = os.path.join(REPO, "systemd", "examples")
