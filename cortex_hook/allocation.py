@@ -10,18 +10,22 @@ import os
 import sqlite3
 import time
 
-from . import rules
-from .errors import CortexError, DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean
+from . import handoff, rules
+from .errors import (CortexError, DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean,
+                     one_line)
 from .files import record as records
 from .files import rundir
 from .holders import cgroup_pids, current_holder, invocation_of, lease_alive
 from .model import Launch, Request
-from .planner import plan, refusal_reason
+from .planner import refusal_reason
+from .preemption import describe, plan_with_preemption
 from .quantities import format_duration
 from .release import reap
+from .release import release as release_start
+from .state import preemption as preempted_state
 from .state import tallies
 from .systemd import isolation
-from .systemd.journal import WARNING, log
+from .systemd.journal import NOTICE, WARNING, log, tell_unit
 
 WAIT_POLL_S = 0.25
 WAIT_REDISCOVER_S = 15.0
@@ -72,14 +76,23 @@ def own_pids(unit_leases, holder=None):
     return frozenset(pids)
 
 
-def detail_for(svc, pids):
-    """The optional inventory facts this decision needs (each costs driver calls)."""
+def detail_for(svc, pids, handed=False):
+    """The optional inventory facts this decision needs (each costs driver calls): the processes
+    when the unit's own old ones may hold memory (PIDS), or when a GPU was HANDED over lately (its
+    previous holder's memory may not be back yet: handoff.py)."""
     detail = set()
     if (svc.gpus == "all" or svc.gpus > 1) and svc.topology != "any":
         detail.add("topology")
-    if pids:
+    if pids or handed:
         detail.add("processes")
     return frozenset(detail)
+
+
+def _handed(state, policy, unit):
+    """True when some GPU was given back within `handoff_timeout`, or is promised to UNIT."""
+    since = time.time() - policy.handoff_timeout_seconds
+    return bool(state.conn.execute("SELECT 1 FROM history WHERE action IN ('release', 'reap') AND at >= ? "
+                                   "UNION ALL SELECT 1 FROM promise WHERE unit = ? LIMIT 1", (since, unit)).fetchone())
 
 
 def discover(plugins, policy, detail):
@@ -133,19 +146,27 @@ def discover_for(plugins, policy, svc, detail):
         raise
 
 
-def make_request(unit, svc, policy, snapshot, gpus, environ, pids):
-    """The Request every hook sees; returns (request, notes about the inherited devices)."""
+def make_request(unit, svc, policy, snapshot, gpus, environ, pids, state=None):
+    """The Request every hook sees; returns (request, notes about the inherited devices). With
+    STATE, the processes that have ended on GPUs handed over lately (or promised to UNIT) count
+    as leaving (handoff.py)."""
     text = rules.inherited_visible(unit, environ)
     visible, notes = (None, [])
     if text is not None:
         visible, notes = rules.parse_visible(text, gpus, environ.get("CUDA_DEVICE_ORDER"))
+    leaving = frozenset()
+    if state is not None and any(g.processes for g in gpus):
+        handed = preempted_state.handed_back(state, time.time() - policy.handoff_timeout_seconds)
+        handed.update(p.uuid for p in snapshot.promises if p.unit == unit)
+        leaving = handoff.leaving_pids(gpus, pids, handed) if handed else frozenset()
     return Request(unit=unit, service=svc, policy=policy, snapshot=snapshot, gpus=gpus,
-                   visible=visible, visible_text=text, own_pids=pids), notes
+                   visible=visible, visible_text=text, own_pids=pids, leaving_pids=leaving), notes
 
 
 def _decide(plugins, request, notes, problem):
-    """The planner's Decision for REQUEST, with the notes about inherited devices and the driver."""
-    decision = plan(plugins, request)
+    """The planner's Decision for REQUEST (with the victims it would preempt, if it may and must),
+    with the notes about inherited devices and the driver."""
+    decision = plan_with_preemption(plugins, request, time.time())
     decision.notes[:0] = notes
     if problem:
         decision.notes.insert(0, f"driver: {problem}")
@@ -161,10 +182,12 @@ def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     pids = own_pids(state.leases(unit))
-    gpus, problem = discover_for(plugins, policy, svc, detail_for(svc, pids))
+    handed = not tallies.is_view(state) and _handed(state, policy, unit)
+    gpus, problem = discover_for(plugins, policy, svc, detail_for(svc, pids, handed))
     snapshot = state.snapshot(policy.health.demote_window_seconds)
     snapshot.leases = [l for l in snapshot.leases if l.unit == unit or lease_alive(l)]
-    request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
+    request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids,
+                                  None if tallies.is_view(state) else state)
     decision = _decide(plugins, request, notes, problem)
     if decision.ok:
         decision.launch = Launch(argv=list(argv) if argv else None, mode=mode)
@@ -172,65 +195,163 @@ def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
     return decision
 
 
+PREEMPT_MARGIN_S = 30.0  # beyond the victims' grace: their SIGKILL, the end of their cgroup, the release
+
+
+class _Start:
+    """One start of one unit as allocate's loop drives it: what it was asked, and what it waits for
+    (a recorded wait, the victims it preempted, its requeue)."""
+
+    def __init__(self, unit, svc, holder, pids, environ, command, on_wait):
+        self.unit, self.svc, self.holder, self.pids = unit, svc, holder, pids
+        self.environ, self.command, self.on_wait = environ, command, on_wait
+        self.detail = detail_for(svc, pids)  # (again at each discovery: a handoff needs the processes)
+        self.waiting = False  # it recorded a wait (tallies.begin_wait)
+        self.requeued_by = None  # the unit that preempted it, when it was requeued
+        self.victims = []  # the units it preempted, and when each was told to stop
+        self.stopped_at = 0.0
+        self.killed = set()
+        self.preempt_deadline = None
+
+    def tell(self, decision, text):
+        """STATUS= through ON_WAIT: what it waits for."""
+        if self.on_wait:
+            self.on_wait(decision, text)
+
+    def preempt(self, victims, now):
+        """Stop or requeue VICTIMS (their GPUs are promised to this start already)."""
+        from .systemd import victims as stopping  # systemctl: only a start that preempts
+
+        self.victims, self.stopped_at = victims, now
+        self.preempt_deadline = now + max(v.grace_seconds for v in victims) + PREEMPT_MARGIN_S
+        for victim in victims:
+            stopping.stop(victim, self.unit)
+
+    def escalate(self, state, now):
+        """SIGKILL each victim that still holds its GPUs after its grace."""
+        from .systemd import victims as stopping
+
+        for victim in self.victims:
+            if victim.unit in self.killed or now - self.stopped_at < victim.grace_seconds:
+                continue
+            if state.leases(victim.unit):
+                self.killed.add(victim.unit)
+                stopping.kill(victim, self.unit)
+
+
 def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None, mode=None):
     """Choose GPUs for UNIT, lease them, write its runtime files; wait if the policy says so.
 
     Returns (decision, request). ARGV (wrapper modes) is the server command the plugins may
     rewrite; MODE is Launch.mode (the lease unit knows whether a wrapper will rewrite it). Raises
-    UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait` runs out.
-    ON_WAIT(decision, seconds_left) is called while waiting (status lines).
+    UnavailableError (exit 69) when nothing fits, TimeoutExpired (75) when `wait` runs out, when
+    preempted units do not give their GPUs back, or when the GPUs' previous holder does not free
+    their memory in `handoff_timeout`. ON_WAIT(decision, text) is called while it waits (TEXT: what
+    for, a status line). A `preempt: lower` service that fits nothing preempts (preemption.py);
+    a unit requeued by a preemption waits for a GPU, however long it takes.
     """
     rundir.prepare(ctx.runtime_dir)  # first: the policy and plugins may then leave their memos there
     policy, plugins = ctx.policy(), ctx.plugins()
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     holder = current_holder(unit, holder_pid)
-    pids = own_pids(state.leases(unit), holder)
-    detail = detail_for(svc, pids)
-    waiting = []  # set once this start has recorded that it waits
+    start = _Start(unit, svc, holder, own_pids(state.leases(unit), holder), environ, (argv, mode), on_wait)
+    row = preempted_state.preempted_by(state, unit)
+    if row and row[1] == "requeue":
+        start.requeued_by = row[0]
     try:
-        return _allocate_loop(ctx, unit, svc, state, environ, holder, pids, detail, on_wait, argv, mode, waiting)
+        decision, request = _allocate_loop(ctx, state, start)
     except BaseException:
-        if waiting:  # an error or a signal while it waited (a timeout has ended its wait already)
+        if start.waiting or start.victims:  # an error or a signal while it waited or preempted
             _forget_wait(state, unit)
+        raise
+    if decision.chosen:
+        _hand_over(ctx, state, start, decision, request)
+    plugins.decision_made(request, decision)
+    return decision, request
+
+
+def _hand_over(ctx, state, start, decision, request):
+    """Wait until the leased GPUs really have the memory (handoff.py); on a timeout or a signal,
+    give the lease back before the error goes on."""
+    policy, plugins = ctx.policy(), ctx.plugins()
+    try:
+        handoff.wait_for_memory(request, decision, lambda: discover(plugins, policy, start.detail),
+                                policy.handoff_timeout_seconds, lambda text: start.tell(decision, text))
+    except BaseException as exc:
+        try:
+            release_start(start.unit, state, ctx.runtime_dir, ended=f"handoff: {one_line(exc) or type(exc).__name__}")
+        except (CortexError, OSError, sqlite3.Error) as undo:
+            log(WARNING, f"cortex-hook: warning: {start.unit}: could not give back its lease: {undo}")
         raise
 
 
-def _allocate_loop(ctx, unit, svc, state, environ, holder, pids, detail, on_wait, argv, mode, waiting):
+def _allocate_loop(ctx, state, start):
     plugins, policy = ctx.plugins(), ctx.policy()
+    unit, svc = start.unit, start.svc
     deadline = grace = None
     gpus, discovered_at, first = None, 0.0, True
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
-            (gpus, problem), discovered_at = discover_for(plugins, policy, svc, detail), time.monotonic()
-        decision, request = _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
-                                     (argv, mode), record_refusal=first)
+            start.detail = detail_for(svc, start.pids, _handed(state, policy, unit))
+            (gpus, problem), discovered_at = discover_for(plugins, policy, svc, start.detail), time.monotonic()
+        decision, request = _attempt(ctx, state, start, gpus, problem, record_refusal=first)
         first = False
         if decision.ok:
-            plugins.decision_made(request, decision)
             return decision, request
         now = time.monotonic()
-        if svc.on_unavailable != "wait":
+        if decision.victims:  # promised to this start in the transaction that chose them: stop them
+            start.preempt(decision.victims, now)
+            gpus = None
+            continue
+        if start.victims:
+            start.escalate(state, now)
+            if now >= start.preempt_deadline:
+                _count_end(state, unit, svc, "timeout", "preempt")
+                start.waiting = False
+                names = ", ".join(v.unit for v in start.victims)
+                raise TimeoutExpired(f"{unit}: preempted {names}, which did not give their GPUs back within "
+                                     f"{format_duration(start.preempt_deadline - start.stopped_at)}: "
+                                     f"{decision.summary}")
+            words = "; ".join(describe(v, time.time() - (now - start.stopped_at)) for v in start.victims)
+            start.tell(decision, f"preempting {words}: waiting for them to stop")
+            if _wait_for_change(state, min(start.preempt_deadline, now + 1.0)):
+                gpus = None  # a victim gave its GPUs back: what does the driver say about them now
+            continue
+        if svc.on_unavailable != "wait" and not start.requeued_by:
             if grace is None and _releasing(request.snapshot.leases):
                 grace = now + RELEASE_GRACE_S
             if grace is not None and now < grace and _wait_for_change(state, grace):
                 continue  # a stopped unit gave its GPUs back: plan again
             _count_end(state, unit, svc, "refused", refusal_reason(decision))
             raise UnavailableError(decision.summary, decision)
+        if start.requeued_by:
+            deadline = float("inf")  # a requeued unit waits for its turn, however long
         deadline = deadline or now + svc.wait_seconds
         if now >= deadline:
             _count_end(state, unit, svc, "timeout", refusal_reason(decision))
-            waiting.clear()  # its wait is over, counted
+            start.waiting = False  # its wait is over, counted
             raise TimeoutExpired(f"gave up after waiting {format_duration(svc.wait_seconds)}: {decision.summary}")
-        if not waiting:
-            with state.write():
-                tallies.begin_wait(state, unit, svc.match, svc.klass, decision.summary, os.getpid())
-            waiting.append(unit)
-        if on_wait:
-            on_wait(decision, deadline - now)
+        if not start.waiting:
+            _begin_wait(state, start, decision)
+        if start.requeued_by:
+            start.tell(decision, f"waiting for a GPU (preempted by {start.requeued_by}): {decision.summary}")
+        else:
+            start.tell(decision, f"waiting for a GPU ({deadline - now:.0f}s left): {decision.summary}")
         if _wait_for_change(state, min(deadline, now + WAIT_REDISCOVER_S)):
             continue  # leases changed: replan with the GPUs we have
         gpus = None  # nothing changed for a while: ask the driver again (memory may have been freed)
+
+
+def _begin_wait(state, start, decision):
+    """Record that START waits (a requeued one says so in its unit's journal too)."""
+    summary = decision.summary
+    if start.requeued_by:
+        summary = f"preempted by {start.requeued_by}: {summary}"
+        tell_unit(start.unit, NOTICE, f"{start.unit} waits for a GPU: preempted by {start.requeued_by} (requeued)")
+    with state.write():
+        tallies.begin_wait(state, start.unit, start.svc.match, start.svc.klass, summary, os.getpid())
+    start.waiting = True
 
 
 def _count_end(state, unit, svc, result, reason):
@@ -241,34 +362,36 @@ def _count_end(state, unit, svc, result, reason):
 
 
 def _forget_wait(state, unit):
-    """A start that ends by an error or a signal while it waits: its wait is over (best effort)."""
+    """A start that ends by an error or a signal while it waits: its wait is over (best effort),
+    and so are its requeue (an admin stopped it) and its promises."""
     try:
         with state.write():
             tallies.end_wait(state, unit)
+            preempted_state.clear_preempted(state, unit)
+            preempted_state.keep_promises(state, unit, [])  # what it preempted goes back to the queue
     except (CortexError, OSError, sqlite3.Error):
         pass
 
 
-def _attempt(ctx, unit, svc, state, environ, holder, pids, gpus, problem, command, record_refusal):
+def _attempt(ctx, state, start, gpus, problem, record_refusal):
     """One planning run inside the state's write lock: the lease and runtime files on success, and
     no runtime file of this start when its transaction does not commit (a full disk)."""
     written = []
     try:
         with state.write():
-            return _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, command,
-                                   record_refusal, written)
+            return _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written)
     except BaseException:
         if written:
             try:
-                records.clear_start(ctx.runtime_dir, unit)
+                records.clear_start(ctx.runtime_dir, start.unit)
             except (CortexError, OSError):
                 pass  # (a read-only runtime dir: nothing was written either) the first error is the one
         raise
 
 
-def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem, command, record_refusal,
-                    written):
+def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
     policy, plugins = ctx.policy(), ctx.plugins()
+    unit, svc, holder = start.unit, start.svc, start.holder
     if state.history_limit() != policy.history_limit:
         state.set_history_limit(policy.history_limit)
     job_map = state.setting("job_mapping_dir")
@@ -281,20 +404,29 @@ def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
     for trouble in reap(state, ctx.runtime_dir, lease_alive, policy.history_limit, exclude_unit=unit)[1]:
         log(WARNING, f"cortex-hook: warning: {trouble}")
     tallies.drop_dead_waits(state)
+    preempted_state.drop_dead_promises(state)
     state.drop_leases(unit)  # this start supersedes whatever the unit held before
     snapshot = state.snapshot(policy.health.demote_window_seconds)
     _refuse_env_file_clash(unit, snapshot)
-    request, notes = make_request(unit, svc, policy, snapshot, gpus, environ, pids)
+    request, notes = make_request(unit, svc, policy, snapshot, gpus, start.environ, start.pids, state)
     decision = _decide(plugins, request, notes, problem)
     detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
+    if decision.victims:  # promised in this transaction: no third unit can take them now
+        preempted_state.promise(state, unit, decision.victims, os.getpid())
+        state.record(unit, "preempt", decision.promised,
+                     dict(detail, victims=[v.to_plain() for v in decision.victims]), policy.history_limit)
+        for victim in decision.victims:
+            tallies.add(state, tallies.PREEMPTIONS, {"service": svc.match, "victim_class": victim.klass})
     if not decision.ok:
-        if record_refusal:
+        if record_refusal and not decision.victims:
             state.record(unit, "refuse", [], detail, policy.history_limit)
         records.clear_start(ctx.runtime_dir, unit)
         return decision, request
     if decision.chosen:
         state.add_leases(unit, decision.uuids, svc.sharing, holder)
-    argv, mode = command
+    preempted_state.keep_promises(state, unit, decision.uuids)
+    preempted_state.clear_preempted(state, unit)
+    argv, mode = start.command
     decision.launch = Launch(argv=list(argv) if argv is not None else None, mode=mode)
     plugins.prepare_launch(request, decision, decision.launch)
     state.remember_gpus(gpus)
@@ -303,6 +435,7 @@ def _plan_and_lease(ctx, unit, svc, state, environ, holder, pids, gpus, problem,
     result = "cpu" if decision.fallback else "ok"
     tallies.count_start(state, svc.match, result)
     tallies.wait_over(state, unit, svc.match, result, decision.uuids)
+    start.waiting = False
     under_systemd = bool(holder.cgroup or holder.unit)
     isolated = bool(policy.isolate and under_systemd)  # a CPU fallback is locked out of every GPU
     if policy.isolate and not under_systemd:

@@ -135,6 +135,16 @@ def pid_alive(pid, pid_start):
     return start is not None and (pid_start is None or start == pid_start)
 
 
+def process_ended(pid):
+    """True when PID is no process, or a zombie (it has ended; only its exit status is left)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):
+        return True
+    return data[data.rfind(b")") + 2:][:1] in (b"Z", b"X")
+
+
 def lease_alive(lease):
     """True while the lease's holder still exists in this boot."""
     if not this_boot(lease.boot_id):

@@ -89,6 +89,9 @@ class ServicePolicy(Record):
     watchdog_seconds: float | None = None
     on_gpu_fault: str = "restart"  # what the monitor does to the unit when its GPU fails: restart|stop|ignore
     placement: str | None = None  # pack | spread; None: the policy's `placement:`
+    preempt: str = "never"  # never | lower: may it stop units of a lower class for its GPUs
+    when_preempted: str = "requeue"  # requeue | stop | never (never a victim, whatever its class)
+    preempt_grace_seconds: float = 30.0  # as a victim: SIGTERM to SIGKILL (TimeoutStopSec= semantics)
     options: dict = new(dict)  # the server plugin's, as written
     option_marks: dict[str, tuple[int, int]] = new(dict)  # option key -> (line, column)
 
@@ -157,6 +160,7 @@ class Policy(Record):
     history_limit: int = 1000
     isolate: bool = False
     placement: str = "pack"  # the default of every service's `placement:` (bench/placement.py)
+    handoff_timeout_seconds: float = 120.0  # how long a start waits for a GPU's previous holder's memory
     metrics: MetricsPolicy = new(MetricsPolicy)
 
     def service_for(self, unit):
@@ -217,6 +221,35 @@ class Wait(Record):
     pid_start: int | None = None
     boot_id: str | None = None
     summary: str = ""
+    wants: tuple[str, ...] = ()  # the GPUs it could use once free (queue.py)
+    count: int = 0  # how many it needs
+    seen: str = ""  # the lease generation its last plan judged (queue.generation)
+
+
+class Promise(Record):
+    """A GPU promised to a start that preempted its holder (state/preemption.py): no other unit may
+    take it while that start (process PID) runs, until it leases the GPU."""
+
+    uuid: str
+    unit: str  # the preempting unit
+    victim: str  # the unit that held it
+    since: float
+    pid: int | None = None
+    pid_start: int | None = None
+    boot_id: str | None = None
+
+
+class Victim(Record):
+    """A unit a start would preempt (preemption.py): its class, when it started, the GPUs of the
+    selection it holds, and what happens to it."""
+
+    unit: str
+    klass: str
+    since: float  # when it took its GPUs
+    gpus: list[str] = new(list)  # the UUIDs it holds that the preempting start gets
+    labels: list[str] = new(list)  # the same GPUs as people name them
+    when_preempted: str = "requeue"
+    grace_seconds: float = 30.0
 
 
 class Snapshot(Record):
@@ -226,6 +259,7 @@ class Snapshot(Record):
     drains: dict[str, Drain] = new(dict)
     leases: list[Lease] = new(list)
     trouble: dict[str, list[Trouble]] = new(dict)  # uuid -> the monitor's rows within the demote window
+    promises: list[Promise] = new(list)  # live ones only
 
 
 class Request(Record):
@@ -233,7 +267,8 @@ class Request(Record):
 
     `visible` is the set of device UUIDs an outer allocator (inherited CUDA_VISIBLE_DEVICES)
     allows, or None when nothing was inherited. `own_pids` are processes of this unit's previous
-    instance: the memory they hold counts as free.
+    instance, `leaving_pids` processes the driver still lists that have already ended (their
+    memory is being freed: handoff.py waits for it): the memory of both counts as free.
     """
 
     unit: str
@@ -244,6 +279,7 @@ class Request(Record):
     visible: frozenset[str] | None = None
     visible_text: str | None = None
     own_pids: frozenset[int] = frozenset()
+    leaving_pids: frozenset[int] = frozenset()
 
 
 class Reason(FrozenRecord):
@@ -280,6 +316,7 @@ class Verdict(Record):
     demoted: str | None = None  # why recent trouble ranks it after its admin rank's untroubled GPUs
     placement: tuple = ()  # placement.keys: ranks it among GPUs the admin's order ties (pack/spread)
     placement_note: str | None = None
+    promised: bool = False  # promised to this unit (it preempted its holder): ranks first
     selected: bool = False
 
     @property
@@ -328,6 +365,8 @@ class Decision(Record):
     notes: list[str] = new(list)
     fallback: str | None = None  # "cpu" when it starts without a GPU by policy
     launch: Launch = new(Launch)
+    victims: list[Victim] = new(list)  # not ok: the units it would preempt for `promised`
+    promised: list[str] = new(list)  # the UUIDs it would get by preempting `victims`
 
     @property
     def uuids(self):

@@ -19,11 +19,11 @@ from .rules import (borrowed_reservation, demotion_of, describe_rank, model_grou
 
 
 def rank_key(verdict):
-    """Sort key: unreserved before borrowed-reserved, the admin's order (rules.rank_order: rank,
-    then a whole GPU before a MIG slice), untroubled before demoted, placement (pack or spread),
-    higher score, then index."""
+    """Sort key: a GPU promised to this unit (it preempted the holder) first, unreserved before
+    borrowed-reserved, the admin's order (rules.rank_order: rank, then a whole GPU before a MIG
+    slice), untroubled before demoted, placement (pack or spread), higher score, then index."""
     gpu = verdict.gpu
-    return (verdict.tier, *rank_order(verdict.priority, gpu), verdict.demoted is not None, verdict.placement,
+    return (not verdict.promised, verdict.tier, *rank_order(verdict.priority, gpu), verdict.demoted is not None, verdict.placement,
             -(verdict.score or 0.0), gpu.index, gpu.mig_index if gpu.mig_index is not None else -1)
 
 
@@ -33,9 +33,10 @@ def plan(plugins, request, now=None):
     svc = request.service
     now = time.time() if now is None else now
     verdicts = []
+    mine = {p.uuid for p in request.snapshot.promises if p.unit == request.unit}
     for gpu in request.gpus:
         rank, holder = rank_of(request.snapshot.priorities, gpu)
-        verdict = Verdict(gpu=gpu, priority=rank, priority_from=holder)
+        verdict = Verdict(gpu=gpu, priority=rank, priority_from=holder, promised=gpu.uuid in mine)
         verdict.reasons = plugins.gpu_faults(request.policy, gpu) + plugins.check_gpu(request, gpu)
         if verdict.accepted:
             verdict.terms = plugins.score_gpu(request, gpu)
@@ -94,8 +95,8 @@ def _place(request, accepted):
 
 def _placed(chosen, accepted):
     """True if placement decided between CHOSEN and a GPU left that the admin's order ties with it."""
-    tie = rank_key(chosen)[:4]
-    return any(not v.selected and rank_key(v)[:4] == tie and v.placement != chosen.placement for v in accepted)
+    tie = rank_key(chosen)[:5]
+    return any(not v.selected and rank_key(v)[:5] == tie and v.placement != chosen.placement for v in accepted)
 
 
 def _select(plugins, request, groups, count):

@@ -63,8 +63,7 @@ class Supervisor:
             signal.signal(sig, self._on_signal)
         self.notify.status(f"allocating GPUs for {self.unit}…")
         try:
-            p = prepare(self.ctx, self.unit, self.argv, os.environ, on_wait=lambda d, left: self.notify.status(
-                f"waiting for a GPU ({left:.0f}s left): {d.summary}"))
+            p = prepare(self.ctx, self.unit, self.argv, os.environ, on_wait=lambda d, text: self.notify.status(text))
         except CortexError as exc:
             self.notify.status(f"failed: {exc}")
             raise

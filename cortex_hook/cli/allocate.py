@@ -26,8 +26,8 @@ def allocate(ctx, args):
             notifier.append(Notifier())  # STATUS= in `systemctl status cortex-hook-lease@UNIT.service`
         return notifier[0]
 
-    def waiting(decision, left):
-        notify().status(f"waiting for a GPU ({left:.0f}s left): {decision.summary}")
+    def waiting(decision, text):
+        notify().status(text)
 
     try:
         with ctx.open_state() as state:

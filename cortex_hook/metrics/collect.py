@@ -16,9 +16,12 @@ from .exposition import Family
 GPU_STATES = ("free", "leased", "drained", "unhealthy", "absent")
 HELP = {
     T.STARTS: ("counter", "Starts of a unit by how they ended: ok, cpu (the CPU fallback), refused (exit 69; "
-                          "reason: the most common rejection code), timeout (gave up waiting, exit 75)."),
+                          "reason: the most common rejection code), timeout (gave up waiting, or its "
+                          "victims did not stop: reason preempt; exit 75)."),
     T.WAIT: ("histogram", "How long a start waited for a GPU (on_unavailable: wait), by how the wait ended."),
     T.HANDOFF: ("histogram", "For a start that waited: from the release of the GPUs it got to its lease."),
+    T.PREEMPTIONS: ("counter", "Units preempted (stopped or requeued) so that a start of a higher class got "
+                               "their GPUs, by the preempting service and the victim's class."),
     "cortex_hook_monitor_faults_total": ("counter", "Faults the monitor saw: NVML events (kind xid, dbe, ...; "
                                                     "xid: the XID) and polled faults (kind poll), by verdict."),
     "cortex_hook_monitor_drains_total": ("counter", "GPUs the monitor drained after a fault."),

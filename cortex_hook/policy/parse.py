@@ -17,10 +17,10 @@ from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
 
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
-                "topology", "same_model", "class", "on_unavailable", "on_gpu_fault", "placement", "install", "readiness",
-                "watchdog", "options")
+                "topology", "same_model", "class", "on_unavailable", "on_gpu_fault", "placement", "preempt",
+                "when_preempted", "preempt_grace", "install", "readiness", "watchdog", "options")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
-            "services", "history_limit", "isolate", "metrics", "placement")
+            "services", "history_limit", "isolate", "metrics", "placement", "handoff_timeout")
 METRICS_KEYS = ("listen", "allow_remote", "job_mapping_dir")
 _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[0-9.]+|localhost):(\d{1,5})")
 HEALTH_KEYS = ("max_temperature", "retired_pages_pending", "remapped_rows_pending",
@@ -35,6 +35,8 @@ CHOICES = {
     "install": ("env", "exec", "supervise"),
     "on_gpu_fault": ("restart", "stop", "ignore"),
     "placement": ("pack", "spread"),
+    "preempt": ("never", "lower"),
+    "when_preempted": ("requeue", "stop", "never"),
 }
 _READINESS = re.compile(r"(http://[A-Za-z0-9._-]+:\d{1,5}(/[!-~]*)?|tcp://[A-Za-z0-9._-]+:\d{1,5})")
 _INSTALLABLE = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service|[A-Za-z0-9:_.\\-]+@\*\.service")
@@ -83,7 +85,7 @@ class _PolicyReader(NodeReader):
                    "discovery_timeout": self.discovery_timeout, "health": self.health,
                    "scoring": self.scoring, "reservations": self.reservations, "services": self.services,
                    "history_limit": self.history_limit, "isolate": self.isolate, "metrics": self.metrics,
-                   "placement": self.placement}
+                   "placement": self.placement, "handoff_timeout": self.handoff_timeout}
         for name, knode, vnode in items:
             readers[name](pol, vnode, name)
         self._check_shadowed(pol.services, items)
@@ -114,6 +116,12 @@ class _PolicyReader(NodeReader):
 
     def placement(self, pol, node, key):
         pol.placement = self.choice(node, key, 1, CHOICES["placement"])
+
+    def handoff_timeout(self, pol, node, key):
+        pol.handoff_timeout_seconds = self.duration(node, key, 1)
+        if pol.handoff_timeout_seconds < 1:
+            self.fail(node, key, "must be at least 1s (how long a start waits for the GPU memory of its "
+                                 "previous holder)")
 
     def isolate(self, pol, node, key):
         pol.isolate = self.boolean(node, key, 1)
@@ -286,6 +294,11 @@ class _PolicyReader(NodeReader):
                 if not _READINESS.fullmatch(svc.readiness):
                     self.fail(vnode, path, "expected http://HOST:PORT/PATH or tcp://HOST:PORT, "
                                            f"got {svc.readiness!r}")
+            elif name == "preempt_grace":
+                svc.preempt_grace_seconds = self.duration(vnode, path, 3)
+                if svc.preempt_grace_seconds < 1:
+                    self.fail(vnode, path, "must be at least 1s (the time a preempted server gets between "
+                                           "SIGTERM and SIGKILL)")
             elif name == "watchdog":
                 svc.watchdog_seconds = self.duration(vnode, path, 3)
                 if svc.watchdog_seconds < 1:
@@ -301,8 +314,11 @@ class _PolicyReader(NodeReader):
             else:
                 value = self.choice(vnode, path, 3, CHOICES[name])
                 setattr(svc, "klass" if name == "class" else name, value)
+        node_of = {n: v for n, _, v in items}
+        if svc.preempt == "lower" and svc.klass == "batch":
+            self.fail(node_of["preempt"], f"{key}.preempt", "a batch service has no lower class to preempt "
+                                                            "(critical > normal > batch)")
         if svc.install and not _INSTALLABLE.fullmatch(svc.match):
-            node_of = {n: v for n, _, v in items}
             self.fail(node_of["install"], f"{key}.install",
                       f"needs a unit name or NAME@*.service in match, not {svc.match!r} "
                       "(the generator cannot list the units other globs would match)")

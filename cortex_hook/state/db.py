@@ -17,6 +17,7 @@ from ..errors import StateError
 from ..files.trust import check_trusted
 from ..model import Drain, Lease, Snapshot, Trouble
 from . import view
+from .preemption import promises
 from .jsonsql import history_dicts, json_sql
 from .schema import DEFAULT_HISTORY_LIMIT, SCHEMA_VERSION, migrate
 
@@ -173,14 +174,15 @@ class State:
             self._committed = True
 
     def snapshot(self, trouble_window=0.0):
-        """Priorities, drains and leases, as the planner sees them, and the trouble the monitor saw
-        in the last TROUBLE_WINDOW seconds (the policy's `demote_window`; 0: none is read)."""
+        """Priorities, drains, leases and live promises, as the planner sees them, and the trouble
+        the monitor saw in the last TROUBLE_WINDOW seconds (the policy's `demote_window`; 0: none)."""
         c = self.conn
         return Snapshot(
             priorities={u: r for u, r in c.execute("SELECT uuid, rank FROM priority")},
             drains={row[0]: Drain(*row) for row in c.execute("SELECT uuid, reason, since, source, detail FROM drain")},
             leases=self.leases(),
             trouble=self.trouble(time.time() - trouble_window) if trouble_window else {},
+            promises=promises(self),
         )
 
     def trouble(self, since):

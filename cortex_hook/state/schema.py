@@ -98,8 +98,32 @@ CREATE TABLE tally (
 );
 """
 
+# v6: preemption (state/preemption.py). `promise`: a GPU promised to the start that preempted its
+# holder; `preempted`: a unit stopped or requeued by a preemption, until it starts again; and what
+# a waiting start could use (its queue turn: queue.py).
+_V6 = """
+CREATE TABLE promise (
+    uuid        TEXT PRIMARY KEY,
+    unit        TEXT NOT NULL,
+    victim      TEXT NOT NULL,
+    since       REAL NOT NULL,
+    pid         INTEGER,
+    pid_start   INTEGER,
+    boot_id     TEXT
+);
+CREATE TABLE preempted (
+    unit        TEXT PRIMARY KEY,
+    by_unit     TEXT NOT NULL,
+    since       REAL NOT NULL,
+    mode        TEXT NOT NULL CHECK (mode IN ('requeue', 'stop'))
+);
+ALTER TABLE waiting ADD COLUMN wants TEXT NOT NULL DEFAULT '';
+ALTER TABLE waiting ADD COLUMN count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE waiting ADD COLUMN seen TEXT NOT NULL DEFAULT '';
+"""
+
 # MIGRATIONS[n] takes a database from schema version n to n+1. Append only.
-MIGRATIONS = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS = (_V1, _V2, _V3, _V4, _V5, _V6)
 DEFAULT_HISTORY_LIMIT = 1000
 SCHEMA_VERSION = len(MIGRATIONS)
 

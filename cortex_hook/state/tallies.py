@@ -128,6 +128,7 @@ def last_release(state, uuids):
 STARTS = "cortex_hook_allocations_total"
 WAIT = "cortex_hook_wait_duration_seconds"
 HANDOFF = "cortex_hook_handoff_duration_seconds"
+PREEMPTIONS = "cortex_hook_preemptions_total"
 
 
 def count_start(state, service, result, reason=""):

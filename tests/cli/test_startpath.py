@@ -21,14 +21,14 @@ STOP_PATH = {
     "cortex_hook.files.rundir", "cortex_hook.files.trust",
     "cortex_hook.policy", "cortex_hook.policy.load",
     "cortex_hook.state", "cortex_hook.state.db", "cortex_hook.state.jsonsql",
-    "cortex_hook.state.schema", "cortex_hook.state.tallies", "cortex_hook.state.view", "cortex_hook.holders",
+    "cortex_hook.state.schema", "cortex_hook.state.tallies", "cortex_hook.state.preemption", "cortex_hook.state.view", "cortex_hook.holders",
     "cortex_hook.systemd", "cortex_hook.systemd.envfile", "cortex_hook.systemd.journal",
     "cortex_hook.systemd.leaseunit", "cortex_hook.systemd.unitname",
 }
 # and what `allocate` adds: the decision
 START_PATH = STOP_PATH - {"cortex_hook.cli.release"} | {
     "cortex_hook.systemd.isolation", "cortex_hook.systemd.systemctl",
-    "cortex_hook.allocation", "cortex_hook.planner", "cortex_hook.placement", "cortex_hook.rules",
+    "cortex_hook.allocation", "cortex_hook.planner", "cortex_hook.preemption", "cortex_hook.handoff", "cortex_hook.placement", "cortex_hook.rules",
     "cortex_hook.serverkit", "cortex_hook.cli.allocate", "cortex_hook.cli.render",
     "cortex_hook.hooks", "cortex_hook.hooks.callplan", "cortex_hook.hooks.entrypoints",
     "cortex_hook.hooks.manager", "cortex_hook.hooks.markers", "cortex_hook.hooks.specs",

@@ -9,8 +9,8 @@ from ..markers import hookimpl
 
 @hookimpl
 def cortex_check_gpu(request, gpu):
-    """Reject a GPU that is drained, reserved for others, leased, outside the inherited set, or a
-    MIG device the service cannot use."""
+    """Reject a GPU that is drained, reserved for others, leased, promised to a unit that
+    preempted its holder, outside the inherited set, or a MIG device the service cannot use."""
     reasons = []
     svc = request.service
     if rules.is_mig_parent(gpu):
@@ -33,6 +33,9 @@ def cortex_check_gpu(request, gpu):
             reasons.append(Reason("leased", f"leased exclusively by {lease.unit}"))
         elif svc.sharing == "exclusive":
             reasons.append(Reason("leased", f"in use (shared) by {lease.unit}; this service needs it alone"))
+    for promise in request.snapshot.promises:
+        if promise.unit != request.unit and promise.uuid in (gpu.uuid, gpu.parent_uuid):
+            reasons.append(Reason("promised", f"promised to {promise.unit}, which preempted {promise.victim} for it"))
     if request.visible is not None and gpu.uuid not in request.visible \
             and (gpu.parent_uuid is None or gpu.parent_uuid not in request.visible):
         reasons.append(Reason("not-visible", "outside the inherited CUDA_VISIBLE_DEVICES="

@@ -1,0 +1,84 @@
+"""What a preemption leaves in the state: the GPUs promised to the preempting start (`promise`),
+and the units it stopped or requeued (`preempted`).
+
+A promise lives as long as the process that made it (the preempting unit's allocate, in its
+lease unit): it ends when that start leases the GPU, or when the process is gone (its start was
+cancelled), so a promise never outlives the start it was made for. A `preempted` row ends when
+the unit gets GPUs again, or when its next start ends without them (an admin stopped it).
+"""
+
+import time
+
+from ..holders import boot_id, pid_start_time
+from ..model import Promise
+from .tallies import wait_alive
+
+_PROMISES = "SELECT uuid, unit, victim, since, pid, pid_start, boot_id FROM promise"
+
+
+def promises(state):
+    """[Promise] whose maker still runs, oldest first (the dead ones: `drop_dead_promises`)."""
+    rows = state.conn.execute(_PROMISES + " ORDER BY since, uuid")
+    return [p for p in (Promise(*row) for row in rows) if wait_alive(p)]
+
+
+def drop_dead_promises(state):
+    """Remove the promises whose maker is gone; returns them."""
+    dead = [p for p in (Promise(*row) for row in state.conn.execute(_PROMISES)) if not wait_alive(p)]
+    if dead:
+        with state.write() as c:
+            c.executemany("DELETE FROM promise WHERE uuid = ?", [(p.uuid,) for p in dead])
+    return dead
+
+
+def promise(state, unit, victims, pid):
+    """Promise UNIT (whose allocate runs as PID) the GPUs of VICTIMS ([Victim]), and mark each
+    victim preempted by UNIT. Inside the caller's transaction: the one that decided."""
+    now, start, boot = time.time(), pid_start_time(pid), boot_id()
+    with state.write() as c:
+        for victim in victims:
+            c.executemany("INSERT OR REPLACE INTO promise (uuid, unit, victim, since, pid, pid_start, boot_id) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                          [(uuid, unit, victim.unit, now, pid, start, boot) for uuid in victim.gpus])
+            mode = "stop" if victim.when_preempted == "stop" else "requeue"
+            c.execute("INSERT OR REPLACE INTO preempted (unit, by_unit, since, mode) VALUES (?, ?, ?, ?)",
+                      (victim.unit, unit, now, mode))
+
+
+def keep_promises(state, unit, uuids):
+    """UNIT leased UUIDS (or gave up: none): its promises are over (deleted, all of them: a GPU it
+    did not take goes back to whoever may have it)."""
+    with state.write() as c:
+        c.execute("DELETE FROM promise WHERE unit = ?", (unit,))
+    return uuids
+
+
+def own_promises(snapshot, unit):
+    """The live promises SNAPSHOT holds for UNIT."""
+    return [p for p in snapshot.promises if p.unit == unit]
+
+
+def preempted_by(state, unit):
+    """(by_unit, mode, since) when UNIT was stopped or requeued by a preemption, else None."""
+    return state.conn.execute("SELECT by_unit, mode, since FROM preempted WHERE unit = ?", (unit,)).fetchone()
+
+
+def clear_preempted(state, unit):
+    """UNIT got GPUs again (or its start ended without them): it is no longer preempted."""
+    with state.write() as c:
+        c.execute("DELETE FROM preempted WHERE unit = ?", (unit,))
+
+
+def all_preempted(state):
+    """{unit: (by_unit, mode, since)} of every unit preempted and not yet started again."""
+    return {row[0]: row[1:] for row in state.conn.execute("SELECT unit, by_unit, mode, since FROM preempted")}
+
+
+def handed_back(state, since):
+    """The UUIDs given back (a `release` or `reap` history row) at SINCE or later: their previous
+    holder's memory may still be on its way back (handoff.py)."""
+    uuids = set()
+    for (gpus,) in state.conn.execute("SELECT gpus FROM history WHERE action IN ('release', 'reap') AND at >= ?",
+                                      (since,)):
+        uuids.update(u for u in gpus.split(",") if u)
+    return uuids
