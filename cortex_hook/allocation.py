@@ -15,7 +15,7 @@ from .errors import (CortexError, DriverError, PolicyError, TimeoutExpired, Unav
                      one_line)
 from .files import record as records
 from .files import rundir
-from .holders import cgroup_pids, current_holder, invocation_of, lease_alive
+from .holders import cgroup_pids, current_holder, invocation_of, lease_alive, unit_pids
 from .model import Launch, Request
 from .planner import refusal_reason
 from .preemption import describe, plan_with_preemption
@@ -83,7 +83,7 @@ def detail_for(svc, pids, handed=False):
     detail = set()
     if (svc.gpus == "all" or svc.gpus > 1) and svc.topology != "any":
         detail.add("topology")
-    if pids or handed:
+    if pids or handed or svc.preempt == "lower":  # (a victim's memory counts as free for the preemptor)
         detail.add("processes")
     return frozenset(detail)
 
@@ -159,8 +159,11 @@ def make_request(unit, svc, policy, snapshot, gpus, environ, pids, state=None):
         handed = preempted_state.handed_back(state, time.time() - policy.handoff_timeout_seconds)
         handed.update(p.uuid for p in snapshot.promises if p.unit == unit)
         leaving = handoff.leaving_pids(gpus, pids, handed) if handed else frozenset()
-    return Request(unit=unit, service=svc, policy=policy, snapshot=snapshot, gpus=gpus,
-                   visible=visible, visible_text=text, own_pids=pids, leaving_pids=leaving), notes
+    others = {}
+    if svc.preempt == "lower":
+        others = {l.unit: frozenset(unit_pids(l.unit)) for l in snapshot.leases if l.unit != unit and l.holder_unit}
+    return Request(unit=unit, service=svc, policy=policy, snapshot=snapshot, gpus=gpus, visible=visible,
+                   visible_text=text, own_pids=pids, leaving_pids=leaving, unit_pids=others), notes
 
 
 def _decide(plugins, request, notes, problem):

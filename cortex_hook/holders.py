@@ -158,6 +158,18 @@ def lease_alive(lease):
     return pid_alive(lease.pid, lease.pid_start)
 
 
+def unit_pids(unit):
+    """Pids in the cgroup of the systemd unit UNIT (in any slice two levels deep), or none."""
+    import glob  # only for a service that may preempt
+
+    for root in _CGROUP_ROOTS:
+        for path in glob.glob(f"{root}/*/{glob.escape(unit)}") + glob.glob(f"{root}/*/*/{glob.escape(unit)}"):
+            found = cgroup_pids(path)
+            if found:
+                return found
+    return set()
+
+
 def cgroup_pids(cgroup_dir):
     """Pids in a cgroup directory (empty if it is gone)."""
     try:

@@ -268,7 +268,9 @@ class Request(Record):
     `visible` is the set of device UUIDs an outer allocator (inherited CUDA_VISIBLE_DEVICES)
     allows, or None when nothing was inherited. `own_pids` are processes of this unit's previous
     instance, `leaving_pids` processes the driver still lists that have already ended (their
-    memory is being freed: handoff.py waits for it): the memory of both counts as free.
+    memory is being freed: handoff.py waits for it): the memory of both counts as free. For a
+    service that may preempt, `unit_pids` are the processes of each unit holding a lease: the
+    memory of a victim's counts as free when the planner weighs preempting it.
     """
 
     unit: str
@@ -280,6 +282,7 @@ class Request(Record):
     visible_text: str | None = None
     own_pids: frozenset[int] = frozenset()
     leaving_pids: frozenset[int] = frozenset()
+    unit_pids: dict[str, frozenset[int]] = new(dict)  # a `preempt: lower` service: each leasing unit's processes
 
 
 class Reason(FrozenRecord):

@@ -61,10 +61,11 @@ def describe(victim, now):
 def _candidates(request):
     """([Victim] REQUEST may preempt, most preferred first; [why a lower unit is not one])."""
     mine = CLASS_RANK[request.service.klass]
-    units, skipped = {}, []
+    units, skipped, seen = {}, [], {request.unit}
     for lease in request.snapshot.leases:
-        if lease.unit == request.unit or lease.unit in units:
+        if lease.unit in seen:
             continue
+        seen.add(lease.unit)
         svc = request.policy.service_for(lease.unit)
         if svc is None or CLASS_RANK[svc.klass] >= mine:
             continue
@@ -121,11 +122,13 @@ def _greedy(plugins, request, candidates, now):
 
 
 def _trial(plugins, request, victims, now):
-    """(victims, Decision) when planning without VICTIMS' leases selects GPUs from every one of
-    them (each victim then keeps only what it gives up in `gpus`), else None."""
+    """(victims, Decision) when planning without VICTIMS' leases (their processes' memory counted
+    as free) selects GPUs from every one of them (each victim then keeps only what it gives up in
+    `gpus`), else None."""
     gone = {v.unit for v in victims}
     snap = request.snapshot
-    trial_request = Request(**dict(request.as_dict(), snapshot=Snapshot(
+    leaving = request.leaving_pids.union(*(request.unit_pids.get(u, ()) for u in gone))
+    trial_request = Request(**dict(request.as_dict(), leaving_pids=leaving, snapshot=Snapshot(
         **dict(snap.as_dict(), leases=[lease for lease in snap.leases if lease.unit not in gone]))))
     decision = plan(plugins, trial_request, now)
     if not decision.ok or decision.fallback:
