@@ -10,7 +10,7 @@ import os
 import sqlite3
 import time
 
-from . import handoff, rules
+from . import handoff, rules, turns
 from .errors import (CortexError, DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean,
                      one_line)
 from .files import record as records
@@ -210,6 +210,9 @@ class _Start:
         self.environ, self.command, self.on_wait = environ, command, on_wait
         self.detail = detail_for(svc, pids)  # (again at each discovery: a handoff needs the processes)
         self.waiting = False  # it recorded a wait (tallies.begin_wait)
+        self.arrival = time.time()  # its place in the queue of its class (turns.py)
+        self.turn = ((), 0, "")  # what its last refused plan could use (turns.py)
+        self.gave_way = False  # its last plan fitted, but a start waiting ahead of it goes first
         self.requeued_by = None  # the unit that preempted it, when it was requeued
         self.victims = []  # the units it preempted, and when each was told to stop
         self.stopped_at = 0.0
@@ -299,7 +302,7 @@ def _allocate_loop(ctx, state, start):
             start.detail = detail_for(svc, start.pids, _handed(state, policy, unit))
             (gpus, problem), discovered_at = discover_for(plugins, policy, svc, start.detail), time.monotonic()
         decision, request = _attempt(ctx, state, start, gpus, problem, record_refusal=first)
-        first = False
+        first = first and start.gave_way  # (giving way is not a refusal worth a history row)
         if decision.ok:
             return decision, request
         now = time.monotonic()
@@ -322,7 +325,7 @@ def _allocate_loop(ctx, state, start):
                 gpus = None  # a victim gave its GPUs back: what does the driver say about them now
             continue
         if svc.on_unavailable != "wait" and not start.requeued_by:
-            if grace is None and _releasing(request.snapshot.leases):
+            if grace is None and (start.gave_way or _releasing(request.snapshot.leases)):
                 grace = now + RELEASE_GRACE_S
             if grace is not None and now < grace and _wait_for_change(state, grace):
                 continue  # a stopped unit gave its GPUs back: plan again
@@ -353,7 +356,8 @@ def _begin_wait(state, start, decision):
         summary = f"preempted by {start.requeued_by}: {summary}"
         tell_unit(start.unit, NOTICE, f"{start.unit} waits for a GPU: preempted by {start.requeued_by} (requeued)")
     with state.write():
-        tallies.begin_wait(state, start.unit, start.svc.match, start.svc.klass, summary, os.getpid())
+        tallies.begin_wait(state, start.unit, start.svc.match, start.svc.klass, summary, os.getpid(), start.turn,
+                           start.arrival)
     start.waiting = True
 
 
@@ -413,6 +417,7 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
     _refuse_env_file_clash(unit, snapshot)
     request, notes = make_request(unit, svc, policy, snapshot, gpus, start.environ, start.pids, state)
     decision = _decide(plugins, request, notes, problem)
+    _take_turn(state, start, decision)
     detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
     if decision.victims:  # promised in this transaction: no third unit can take them now
         preempted_state.promise(state, unit, decision.victims, os.getpid())
@@ -451,6 +456,28 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
         decision.notes.append("isolate: the unit's device cgroup allows only " + ", ".join(allowed)
                               if allowed else "isolate: the unit's device cgroup allows no NVIDIA device")
     return decision, request
+
+
+def _take_turn(state, start, decision):
+    """Give way when a start waiting ahead of START wants a GPU DECISION chose and has not yet
+    judged the leases as they are now (turns.py); a refused start records what it could use."""
+    seen = turns.generation(state)
+    start.gave_way = False
+    if decision.ok and decision.chosen:
+        first = turns.ahead(tallies.waits(state), start.unit, start.svc.klass, start.arrival, decision.uuids, seen)
+        if first is None:
+            return
+        labels = ", ".join(g.label for g in decision.chosen if g.uuid in first.wants)
+        for v in decision.verdicts:
+            v.selected = False
+        decision.ok, decision.chosen, start.gave_way = False, [], True
+        decision.summary = (f"{start.unit}: {labels} goes first to {first.unit} ({first.klass}), which waits "
+                            "ahead of it")
+    if not decision.ok and not decision.victims:
+        wanted = turns.wants(decision)
+        start.turn = (wanted, start.svc.gpus if start.svc.gpus != "all" else len(wanted), seen)
+        if start.waiting:
+            tallies.judged(state, start.unit, start.turn)
 
 
 def _releasing(leases):

@@ -64,16 +64,27 @@ def tallies(state):
 
 
 # -- waits --------------------------------------------------------------------------------------
-def begin_wait(state, unit, service, klass, summary, pid):
-    """Record that UNIT (service pattern SERVICE, class KLASS) waits for a GPU in process PID;
-    a wait already recorded for UNIT keeps its start. Returns when it began."""
+def begin_wait(state, unit, service, klass, summary, pid, turn=((), 0, ""), since=None):
+    """Record that UNIT (service pattern SERVICE, class KLASS) waits for a GPU in process PID,
+    since SINCE (default: now), with TURN = (the GPUs it wants, how many, the generation it saw:
+    turns.py); a wait already recorded for UNIT by PID keeps its start. Returns when it began."""
     with state.write() as c:
         row = c.execute("SELECT since, pid FROM waiting WHERE unit = ?", (unit,)).fetchone()
-        since = row[0] if row and row[1] == pid else time.time()
-        c.execute("INSERT OR REPLACE INTO waiting (unit, service, class, since, pid, pid_start, boot_id, summary) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                  (unit, service, klass, since, pid, pid_start_time(pid), boot_id(), summary))
+        since = row[0] if row and row[1] == pid else (since or time.time())
+        wants, count, seen = turn
+        c.execute("INSERT OR REPLACE INTO waiting (unit, service, class, since, pid, pid_start, boot_id, summary, "
+                  "wants, count, seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  (unit, service, klass, since, pid, pid_start_time(pid), boot_id(), summary, ",".join(wants),
+                   count, seen))
     return since
+
+
+def judged(state, unit, turn):
+    """UNIT, waiting, planned again and still got nothing: record its TURN (turns.py)."""
+    wants, count, seen = turn
+    with state.write() as c:
+        c.execute("UPDATE waiting SET wants = ?, count = ?, seen = ? WHERE unit = ?",
+                  (",".join(wants), count, seen, unit))
 
 
 def end_wait(state, unit):
@@ -84,7 +95,11 @@ def end_wait(state, unit):
     return row[0] if row else None
 
 
-_WAITS = "SELECT unit, service, class, since, pid, pid_start, boot_id, summary FROM waiting"
+_WAITS = "SELECT unit, service, class, since, pid, pid_start, boot_id, summary, wants, count, seen FROM waiting"
+
+
+def _wait(row):
+    return Wait(*row[:8], wants=tuple(u for u in row[8].split(",") if u), count=row[9], seen=row[10])
 
 
 def waits(state):
@@ -93,7 +108,7 @@ def waits(state):
     if is_view(state):
         return state.waits()
     rows = state.conn.execute(_WAITS + " ORDER BY since, unit")
-    return [w for w in (Wait(*row) for row in rows) if wait_alive(w)]
+    return [w for w in (_wait(row) for row in rows) if wait_alive(w)]
 
 
 def wait_alive(wait):
@@ -105,7 +120,7 @@ def wait_alive(wait):
 def drop_dead_waits(state):
     """Remove the waits whose process is gone (killed while it waited)."""
     rows = state.conn.execute(_WAITS)
-    dead = [w.unit for w in (Wait(*row) for row in rows) if not wait_alive(w)]
+    dead = [w.unit for w in (_wait(row) for row in rows) if not wait_alive(w)]
     if dead:
         with state.write() as c:
             c.executemany("DELETE FROM waiting WHERE unit = ?", [(u,) for u in dead])
