@@ -105,33 +105,40 @@ def _choose(plugins, request, candidates, now):
 
 
 def _greedy(plugins, request, candidates, now):
-    """Add candidates in order of preference until a selection fits, then leave out each one the
-    selection does not need (the most preferred victims are dropped last)."""
+    """Add candidates in order of preference until a selection fits (whether or not each one gives
+    up a GPU), then leave out each one the selection does not need (the most preferred victims
+    are dropped last), and keep the set only if every victim left gives up a GPU."""
     taken = []
     for victim in candidates:
         taken.append(victim)
-        if _trial(plugins, request, taken, now):
+        if _fits(plugins, request, taken, now):
             break
     else:
         return None
     for victim in list(reversed(taken)):
         fewer = [v for v in taken if v is not victim]
-        if fewer and _trial(plugins, request, fewer, now):
+        if fewer and _fits(plugins, request, fewer, now):
             taken = fewer
     return _trial(plugins, request, taken, now)
 
 
-def _trial(plugins, request, victims, now):
-    """(victims, Decision) when planning without VICTIMS' leases (their processes' memory counted
-    as free) selects GPUs from every one of them (each victim then keeps only what it gives up in
-    `gpus`), else None."""
+def _fits(plugins, request, victims, now):
+    """The Decision of planning without VICTIMS' leases (their processes' memory counted as
+    free) when it selects GPUs, else None."""
     gone = {v.unit for v in victims}
     snap = request.snapshot
     leaving = request.leaving_pids.union(*(request.unit_pids.get(u, ()) for u in gone))
     trial_request = Request(**dict(request.as_dict(), leaving_pids=leaving, snapshot=Snapshot(
         **dict(snap.as_dict(), leases=[lease for lease in snap.leases if lease.unit not in gone]))))
     decision = plan(plugins, trial_request, now)
-    if not decision.ok or decision.fallback:
+    return decision if decision.ok and not decision.fallback else None
+
+
+def _trial(plugins, request, victims, now):
+    """(victims, Decision) when planning without VICTIMS (_fits) selects GPUs from every one of
+    them (each victim then keeps only what it gives up in `gpus`), else None."""
+    decision = _fits(plugins, request, victims, now)
+    if decision is None:
         return None
     taken = {}
     for gpu in decision.chosen:

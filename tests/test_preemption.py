@@ -10,7 +10,7 @@ import time
 import pytest
 
 from cortex_hook import handoff
-from cortex_hook.model import Drain, Lease, Policy, Process, Promise, Request, ServicePolicy, Snapshot
+from cortex_hook.model import Drain, Lease, Policy, Process, Promise, Request, ServicePolicy, Snapshot, Victim
 from cortex_hook.planner import plan
 from cortex_hook.preemption import describe, plan_with_preemption
 from cortex_hook.rules import assign_cuda_indices
@@ -156,6 +156,16 @@ def test_fewest_victims_first(plugins):
     assert indices(d.promised) == [0, 1] and indices(d.victims[0].gpus) == [0, 1]
 
 
+def test_fewest_victims_before_lowest_classes(plugins):
+    """One normal unit holding 2 GPUs, over two batch units holding 1 each."""
+    others = {"chat.service": "normal", "b.service": "batch", "c.service": "batch"}
+    gpus = [make_gpu(i) for i in range(4)]
+    leases = [held("chat.service", 0, ago=60), held("chat.service", 1, ago=60),
+              held("b.service", 2, ago=600), held("c.service", 3, ago=600)]
+    d = preempt(plugins, request(gpus, leases, me={"gpus": 2}, others=others))
+    assert victims(d) == ["chat.service"] and indices(d.promised) == [0, 1]
+
+
 def test_lowest_class_first(plugins):
     """A batch unit before a normal one, though the normal one started later."""
     others = {"chat.service": "normal", "embed.service": "batch"}
@@ -294,8 +304,6 @@ def test_greedy_beyond_the_budget_still_takes_the_latest_starts(plugins):
     assert indices(d.promised) == [0, 1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason="preemption._greedy: a preferred candidate whose GPU the start cannot "
-                                       "use makes every trial fail (each victim must give up a chosen GPU)")
 def test_greedy_passes_over_a_victim_whose_gpu_cannot_serve(plugins):
     """As above, but the latest start's GPU is drained: the next three latest are the victims
     (the exact search, under the budget, finds them: see the 4-unit case)."""
@@ -305,6 +313,31 @@ def test_greedy_passes_over_a_victim_whose_gpu_cannot_serve(plugins):
     drains = {uuid(0): Drain(uuid(0), "maintenance", NOW)}
     d = preempt(plugins, request(gpus, leases, me={"gpus": 3}, others=units, drains=drains))
     assert sorted(victims(d)) == ["u01.service", "u02.service", "u03.service"]
+
+
+def test_an_exclusive_start_preempts_the_units_sharing_a_gpu(plugins):
+    """3 GPUs, each shared by 4 batch units: an exclusive start needs the 4 of one GPU stopped.
+    12 candidates, 4 victims: beyond the exact search's budget, so the greedy choice decides."""
+    gpus = [make_gpu(i) for i in range(3)]
+    units = {f"s{g}{k}.service": {"klass": "batch", "sharing": "shared"} for g in range(3) for k in range(4)}
+    leases = [held(f"s{g}{k}.service", g, ago=10 * (3 * k + g + 1), sharing="shared")
+              for g in range(3) for k in range(4)]
+    d = preempt(plugins, request(gpus, leases, others=units))
+    assert len(d.victims) == 4 and len(d.promised) == 1
+    (gpu,) = indices(d.promised)
+    assert sorted(victims(d)) == [f"s{gpu}{k}.service" for k in range(4)]
+
+
+def test_an_exclusive_start_preempts_the_units_sharing_a_gpu_within_the_budget(plugins):
+    """2 GPUs, each shared by 3 batch units (the exact search): the 3 of the GPU whose earliest
+    sharer started last."""
+    gpus = [make_gpu(i) for i in range(2)]
+    units = {f"s{g}{k}.service": {"klass": "batch", "sharing": "shared"} for g in range(2) for k in range(3)}
+    ago = {(0, 0): 50, (0, 1): 60, (0, 2): 900, (1, 0): 10, (1, 1): 20, (1, 2): 300}
+    leases = [held(f"s{g}{k}.service", g, ago=ago[g, k], sharing="shared") for g in range(2) for k in range(3)]
+    d = preempt(plugins, request(gpus, leases, others=units))
+    assert sorted(victims(d)) == ["s10.service", "s11.service", "s12.service"]
+    assert indices(d.promised) == [1]
 
 
 def test_exact_search_passes_over_a_victim_whose_gpu_cannot_serve(plugins):
@@ -337,7 +370,6 @@ def test_summary_of_two_victims(plugins):
 
 
 def test_describe_words_the_victims_fields():
-    from cortex_hook.model import Victim
     v = Victim(unit="embed@nightly.service", klass="batch", since=NOW - 3599, labels=["GPU 2", "GPU 3 MIG 1"])
     assert describe(v, NOW) == "embed@nightly.service (batch, started 59 min ago) for GPU 2, GPU 3 MIG 1"
 

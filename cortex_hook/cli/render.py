@@ -38,7 +38,12 @@ def decision_json(d):
                     "visible_devices": s.visible_devices, "topology": s.topology,
                     "same_model": s.same_model, "class": s.klass,
                     "on_unavailable": s.on_unavailable if s.on_unavailable != "wait"
-                    else f"wait {s.wait_seconds:g}s"},
+                    else f"wait {s.wait_seconds:g}s",
+                    "preempt": s.preempt, "when_preempted": s.when_preempted,
+                    "preempt_grace": s.preempt_grace_seconds},
+        "preempt": {"victims": [{"unit": v.unit, "class": v.klass, "since": v.since, "gpus": list(v.gpus),
+                                 "when_preempted": v.when_preempted} for v in d.victims],
+                    "gpus": list(d.promised)} if d.victims else None,
         "env": dict(d.launch.env), "argv": d.launch.argv,
         "notes": list(d.notes) + list(d.launch.notes),
         "verdicts": [verdict_json(v) for v in d.verdicts],
@@ -68,6 +73,7 @@ def render_decision(d, show_env=True):
             lines.extend(f"{'':13}note: {n}" for n in v.notes)
         else:
             lines.append(f"{head} " + "; ".join(r.text for r in v.reasons))
+            lines.extend(f"{'':13}note: {n}" for n in v.notes)
     lines.extend(f"  note: {n}" for n in list(d.notes) + list(d.launch.notes))
     lines.append(f"  => {d.summary}")
     if show_env and d.ok:

@@ -121,7 +121,7 @@ def plan(ctx, args):
         print_json(decision_json(decision))
     else:
         print(render_decision(decision))
-    return 0 if decision.ok else 69
+    return 0 if decision.ok or decision.victims else 69  # (a start that would preempt would start)
 
 
 def leases(ctx, args):

@@ -227,3 +227,61 @@ def test_a_holder_that_never_lets_go_ends_in_a_clear_timeout(host):
            "but the driver still lists it holding 20.0 GiB" in said, said
     assert "chat.service" not in held(host)
     assert host.sb.prop(lease_unit_of("chat.service"), "ExecMainStatus") == "75"
+
+
+MIXED = """\
+services:
+  - match: "c*.service"
+    class: critical
+    preempt: lower
+  - match: "n*.service"
+    class: normal
+    preempt: lower
+  - match: "b*.service"
+    class: batch
+"""
+
+
+def test_many_mixed_starts_at_once_never_share_a_gpu_nor_preempt_for_nothing(host):
+    """Four batch units hold the four GPUs; two critical and two normal units (all `preempt:
+    lower`) start at once: each gets a GPU, no GPU is ever leased by two units, and every
+    preemption ends with its preemptor holding the GPUs it took. When they stop, the four batch
+    units come back by themselves."""
+    host.setup(MIXED, gpus=[gpu_desc(i) for i in range(4)])
+    batch = [f"b{i}.service" for i in range(4)]
+    higher = ["c0.service", "c1.service", "n0.service", "n1.service"]
+    for i, name in enumerate(batch + higher):
+        unit(host, name, 18081 + i)
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", *batch, check=True)
+    host.sb.systemctl("start", "--no-block", *higher, check=True)
+    host.sb.wait_for(lambda: all(active(host, u) for u in higher), "the critical and normal units to run")
+    leases = held(host)
+    assert sorted(leases) == sorted(higher) and all(len(v) == 1 for v in leases.values())
+    assert len({v[0] for v in leases.values()}) == 4
+
+    rows = sorted(host.cortex_json("history", "-n", "1000")["history"], key=lambda r: r["id"])
+    holders = {}
+    for row in rows:
+        gpus = [g for g in row["gpus"].split(",") if g] if isinstance(row["gpus"], str) else row["gpus"]
+        if row["action"] == "allocate":
+            for gpu in gpus:
+                assert gpu not in holders, f"{gpu} leased by {row['unit']} while {holders.get(gpu)} held it"
+                holders[gpu] = row["unit"]
+        elif row["action"] in ("release", "reap"):
+            for gpu in gpus:
+                if holders.get(gpu) == row["unit"]:
+                    del holders[gpu]
+    preempts = [r for r in rows if r["action"] == "preempt"]
+    assert len(preempts) == 4 and {r["unit"] for r in preempts} == set(higher)
+    for row in preempts:
+        promised = row["gpus"].split(",") if isinstance(row["gpus"], str) else row["gpus"]
+        later = [r for r in rows if r["id"] > row["id"] and r["unit"] == row["unit"] and r["action"] == "allocate"]
+        assert later and set(promised) <= set(later[0]["gpus"] if isinstance(later[0]["gpus"], list)
+                                              else later[0]["gpus"].split(",")), (row, later)
+        victims = [v["unit"] for v in row["detail"]["victims"]]
+        assert len(victims) == 1 and victims[0] in batch
+
+    host.sb.stop(*higher)
+    host.sb.wait_for(lambda: all(active(host, u) for u in batch), "the batch units to come back")
+    assert sorted(held(host)) == sorted(batch)
