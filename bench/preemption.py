@@ -378,7 +378,8 @@ def report(samples, args, took):
     print(f"Preemption, issue -> chat running with its GPUs: p50 {ms(st['preempt']['median'])} ms, p99 "
           f"{ms(st['preempt']['p99'])} ms (n = {st['preempt']['n']}). (a) the victim's stop: p50 "
           f"{ms(victim['median'])} ms, p99 {ms(victim['p99'])} ms; (b) our own overhead: p50 {ms(ours['median'])} ms, "
-          f"p99 {ms(ours['p99'])} ms.")
+          f"p99 {ms(ours['p99'])} ms, of which the stand-in's own start (forked -> running) p50 "
+          f"{ms(C.stats([t[L_RUN] for t in samples['preempt']])['median'])} ms.")
     print(f"Ratios, p50 (p99): preemption / stop+start by hand = {st['preempt']['median'] / st['manual']['median']:.2f}x "
           f"({st['preempt']['p99'] / st['manual']['p99']:.2f}x); preemption / free start = "
           f"{st['preempt']['median'] / st['free']['median']:.2f}x ({st['preempt']['p99'] / st['free']['p99']:.2f}x); "
@@ -408,8 +409,9 @@ def main():
     info = C.setup(want_nvitop=False)
     print(f"# preemption: {C.machine_info(info)}")
     box = C.Box([C.gpu_desc(i, minor_number=i) for i in range(2)], name="preempt", services=SERVICES)
-    bench = PreemptionBench(box)
+    bench = None
     try:
+        bench = PreemptionBench(box)
         C.log("booting a systemd sandbox")
         bench.start()
         samples = {"preempt": [], "free": [], "manual": [], "enter": []}
@@ -427,7 +429,8 @@ def main():
                     C.log(f"round {r + 1}/{args.trials}")
         took = time.monotonic() - t_start
     finally:
-        bench.sb.down()
+        if bench is not None:
+            bench.sb.down()
         box.cleanup()
     report(samples, args, took)
 

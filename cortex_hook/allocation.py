@@ -1,9 +1,10 @@
 """One start of one unit: policy + state + inventory -> plan -> lease -> env file.
 
 `plan_unit` is the dry run; `allocate` is the real thing. Both build the same Request and call the
-same pure planner. `allocate` asks the driver outside the lock (it can be slow), then re-reads the
-leases, plans, inserts its leases and writes the env file inside one BEGIN IMMEDIATE transaction.
-release.py undoes it.
+same pure planner (and its victim choice, preemption.py). `allocate` asks the driver outside the
+lock (it can be slow), then re-reads the leases, plans, inserts its leases (or promises and stops
+its victims) and writes the env file inside one BEGIN IMMEDIATE transaction; it waits its turn
+(turns.py) and for the GPUs' memory (handoff.py). release.py undoes it.
 """
 
 import os
@@ -11,11 +12,11 @@ import sqlite3
 import time
 
 from . import handoff, rules, turns
-from .errors import (CortexError, DriverError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean,
-                     one_line)
+from .errors import CortexError, PolicyError, TimeoutExpired, UnavailableError, UsageError, did_you_mean, one_line
 from .files import record as records
 from .files import rundir
-from .holders import cgroup_pids, current_holder, invocation_of, lease_alive, unit_pids
+from .holders import current_holder, invocation_of, lease_alive, unit_pids
+from .inventory import detail_for, discover, discover_for, handed_lately, own_pids
 from .model import Launch, Request
 from .planner import refusal_reason
 from .preemption import describe, plan_with_preemption
@@ -62,90 +63,6 @@ def check_server(plugins, policy, svc):
         raise PolicyError(policy.path, line, column, f"services[{svc.position}].options.{key}", message)
 
 
-def own_pids(unit_leases, holder=None):
-    """Processes of this unit's previous instance: their GPU memory counts as free."""
-    pids = set()
-    for lease in unit_leases:
-        if lease.cgroup:
-            pids |= cgroup_pids(lease.cgroup)
-        elif lease.pid and lease_alive(lease):
-            pids.add(lease.pid)
-    if holder is not None and holder.cgroup:
-        pids |= cgroup_pids(holder.cgroup)
-    pids.discard(os.getpid())
-    return frozenset(pids)
-
-
-def detail_for(svc, pids, handed=False):
-    """The optional inventory facts this decision needs (each costs driver calls): the processes
-    when the unit's own old ones may hold memory (PIDS), or when a GPU was HANDED over lately (its
-    previous holder's memory may not be back yet: handoff.py)."""
-    detail = set()
-    if (svc.gpus == "all" or svc.gpus > 1) and svc.topology != "any":
-        detail.add("topology")
-    if pids or handed or svc.preempt == "lower":  # (a victim's memory counts as free for the preemptor)
-        detail.add("processes")
-    return frozenset(detail)
-
-
-def _handed(state, policy, unit):
-    """True when some GPU was given back within `handoff_timeout`, or is promised to UNIT."""
-    since = time.time() - policy.handoff_timeout_seconds
-    return bool(state.conn.execute("SELECT 1 FROM history WHERE action IN ('release', 'reap') AND at >= ? "
-                                   "UNION ALL SELECT 1 FROM promise WHERE unit = ? LIMIT 1", (since, unit)).fetchone())
-
-
-def discover(plugins, policy, detail):
-    """The inventory's GPUs, or PolicyError when no plugin provides the policy's inventory. GPUs the
-    driver gives one UUID between them are unidentified, all of them: none can be named safely."""
-    gpus = plugins.discover_gpus(policy, detail)
-    if gpus is None:
-        raise PolicyError(policy.path, 0, 0, "inventory", f"no plugin provides inventory {policy.inventory!r}")
-    holders = {}
-    for gpu in gpus:
-        if gpu.uuid is not None:
-            holders.setdefault(gpu.uuid, []).append(gpu)
-    for uuid, same in holders.items():
-        if len(same) > 1:
-            for gpu in same:
-                others = ", ".join(g.label for g in same if g is not gpu)
-                gpu.problems = tuple(gpu.problems) + (f"the driver gives it the UUID of {others} ({uuid})",)
-                gpu.uuid = None
-    return gpus
-
-
-def name_lost(gpus, seen):
-    """Give a lost GPU the driver no longer names (no UUID) the UUID it had when it last answered
-    at the same index (SEEN: State.seen_gpus()), so that its drain and its leases still show
-    against it. Said in its problems; a GPU that cannot be told apart keeps no UUID."""
-    present = {g.uuid for g in gpus if g.uuid}
-    for gpu in gpus:
-        if gpu.uuid is None and gpu.lost and not gpu.is_mig:
-            known = [u for u, row in seen.items() if row[0] == gpu.index and u.startswith("GPU-") and u not in present]
-            if len(known) == 1:
-                gpu.uuid = known[0]
-                gpu.problems = tuple(gpu.problems) + ("its UUID is the one it had when it last answered",)
-                present.add(known[0])
-    return gpus
-
-
-def remember(state, gpus):
-    """Record GPUS as seen in STATE, and give each lost one the UUID it had (name_lost)."""
-    state.remember_gpus(gpus)
-    return name_lost(gpus, state.seen_gpus())
-
-
-def discover_for(plugins, policy, svc, detail):
-    """-> (gpus, driver problem). A driver that fails or hangs means "no GPU" for a service that
-    may start on CPU; a driver that fails (not hangs) is waited out by a `wait` service."""
-    try:
-        return discover(plugins, policy, detail), None
-    except (DriverError, TimeoutExpired) as exc:
-        if svc.on_unavailable == "cpu" or (svc.on_unavailable == "wait" and isinstance(exc, DriverError)):
-            return [], str(exc)
-        raise
-
-
 def make_request(unit, svc, policy, snapshot, gpus, environ, pids, state=None):
     """The Request every hook sees; returns (request, notes about the inherited devices). With
     STATE, the processes that have ended on GPUs handed over lately (or promised to UNIT) count
@@ -185,7 +102,7 @@ def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     pids = own_pids(state.leases(unit))
-    handed = not tallies.is_view(state) and _handed(state, policy, unit)
+    handed = not tallies.is_view(state) and handed_lately(state, policy, unit)
     gpus, problem = discover_for(plugins, policy, svc, detail_for(svc, pids, handed))
     snapshot = state.snapshot(policy.health.demote_window_seconds)
     snapshot.leases = [l for l in snapshot.leases if l.unit == unit or lease_alive(l)]
@@ -196,9 +113,6 @@ def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
         decision.launch = Launch(argv=list(argv) if argv else None, mode=mode)
         plugins.prepare_launch(request, decision, decision.launch)
     return decision
-
-
-PREEMPT_MARGIN_S = 30.0  # beyond the victims' grace: their SIGKILL, the end of their cgroup, the release
 
 
 class _Start:
@@ -214,35 +128,12 @@ class _Start:
         self.turn = ((), 0, "")  # what its last refused plan could use (turns.py)
         self.gave_way = False  # its last plan fitted, but a start waiting ahead of it goes first
         self.requeued_by = None  # the unit that preempted it, when it was requeued
-        self.victims = []  # the units it preempted, and when each was told to stop
-        self.stopped_at = 0.0
-        self.killed = set()
-        self.preempt_deadline = None
+        self.stopping = None  # the victims it preempted (systemd/victims.Stopping)
 
     def tell(self, decision, text):
         """STATUS= through ON_WAIT: what it waits for."""
         if self.on_wait:
             self.on_wait(decision, text)
-
-    def preempt(self, victims, now):
-        """Stop or requeue VICTIMS (their GPUs are promised to this start already)."""
-        from .systemd import victims as stopping  # systemctl: only a start that preempts
-
-        self.victims, self.stopped_at = victims, now
-        self.preempt_deadline = now + max(v.grace_seconds for v in victims) + PREEMPT_MARGIN_S
-        for victim in victims:
-            stopping.stop(victim, self.unit)
-
-    def escalate(self, state, now):
-        """SIGKILL each victim that still holds its GPUs after its grace."""
-        from .systemd import victims as stopping
-
-        for victim in self.victims:
-            if victim.unit in self.killed or now - self.stopped_at < victim.grace_seconds:
-                continue
-            if state.leases(victim.unit):
-                self.killed.add(victim.unit)
-                stopping.kill(victim, self.unit)
 
 
 def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None, mode=None):
@@ -268,7 +159,7 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
     try:
         decision, request = _allocate_loop(ctx, state, start)
     except BaseException:
-        if start.waiting or start.victims:  # an error or a signal while it waited or preempted
+        if start.waiting or start.stopping:  # an error or a signal while it waited or preempted
             _forget_wait(state, unit)
         raise
     if decision.chosen:
@@ -299,7 +190,7 @@ def _allocate_loop(ctx, state, start):
     gpus, discovered_at, first = None, 0.0, True
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
-            start.detail = detail_for(svc, start.pids, _handed(state, policy, unit))
+            start.detail = detail_for(svc, start.pids, handed_lately(state, policy, unit))
             (gpus, problem), discovered_at = discover_for(plugins, policy, svc, start.detail), time.monotonic()
         decision, request = _attempt(ctx, state, start, gpus, problem, record_refusal=first)
         first = first and start.gave_way  # (giving way is not a refusal worth a history row)
@@ -307,21 +198,21 @@ def _allocate_loop(ctx, state, start):
             return decision, request
         now = time.monotonic()
         if decision.victims:  # promised to this start in the transaction that chose them: stop them
-            start.preempt(decision.victims, now)
-            gpus = None
+            from .systemd.victims import Stopping  # systemctl: only a start that preempts
+
+            start.stopping, gpus = Stopping(unit, decision.victims, now), None
             continue
-        if start.victims:
-            start.escalate(state, now)
-            if now >= start.preempt_deadline:
+        if start.stopping:
+            stopping = start.stopping
+            stopping.escalate(lambda victim: bool(state.leases(victim)), now)
+            if now >= stopping.deadline:
                 _count_end(state, unit, svc, "timeout", "preempt")
-                start.waiting = False
-                names = ", ".join(v.unit for v in start.victims)
-                raise TimeoutExpired(f"{unit}: preempted {names}, which did not give their GPUs back within "
-                                     f"{format_duration(start.preempt_deadline - start.stopped_at)}: "
-                                     f"{decision.summary}")
-            words = "; ".join(describe(v, time.time() - (now - start.stopped_at)) for v in start.victims)
+                raise TimeoutExpired(f"{unit}: preempted {', '.join(v.unit for v in stopping.victims)}, which did "
+                                     f"not give their GPUs back within {format_duration(stopping.deadline - stopping.since)}"
+                                     f": {decision.summary}")
+            words = "; ".join(describe(v, time.time() - (now - stopping.since)) for v in stopping.victims)
             start.tell(decision, f"preempting {words}: waiting for them to stop")
-            if _wait_for_change(state, min(start.preempt_deadline, now + 1.0)):
+            if _wait_for_change(state, min(stopping.deadline, now + 1.0)):
                 gpus = None  # a victim gave its GPUs back: what does the driver say about them now
             continue
         if svc.on_unavailable != "wait" and not start.requeued_by:
@@ -417,7 +308,7 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
     _refuse_env_file_clash(unit, snapshot)
     request, notes = make_request(unit, svc, policy, snapshot, gpus, start.environ, start.pids, state)
     decision = _decide(plugins, request, notes, problem)
-    _take_turn(state, start, decision)
+    turns.take_turn(state, start, decision)
     detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
     if decision.victims:  # promised in this transaction: no third unit can take them now
         preempted_state.promise(state, unit, decision.victims, os.getpid())
@@ -456,28 +347,6 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
         decision.notes.append("isolate: the unit's device cgroup allows only " + ", ".join(allowed)
                               if allowed else "isolate: the unit's device cgroup allows no NVIDIA device")
     return decision, request
-
-
-def _take_turn(state, start, decision):
-    """Give way when a start waiting ahead of START wants a GPU DECISION chose and has not yet
-    judged the leases as they are now (turns.py); a refused start records what it could use."""
-    seen = turns.generation(state)
-    start.gave_way = False
-    if decision.ok and decision.chosen:
-        first = turns.ahead(tallies.waits(state), start.unit, start.svc.klass, start.arrival, decision.uuids, seen)
-        if first is None:
-            return
-        labels = ", ".join(g.label for g in decision.chosen if g.uuid in first.wants)
-        for v in decision.verdicts:
-            v.selected = False
-        decision.ok, decision.chosen, start.gave_way = False, [], True
-        decision.summary = (f"{start.unit}: {labels} goes first to {first.unit} ({first.klass}), which waits "
-                            "ahead of it")
-    if not decision.ok and not decision.victims:
-        wanted = turns.wants(decision)
-        start.turn = (wanted, start.svc.gpus if start.svc.gpus != "all" else len(wanted), seen)
-        if start.waiting:
-            tallies.judged(state, start.unit, start.turn)
 
 
 def _releasing(leases):

@@ -16,8 +16,8 @@ from math import comb
 from .model import Decision, Request, Snapshot, Victim
 from .planner import plan
 from .quantities import format_ago
+from .rules import CLASS_RANK
 
-CLASS_RANK = {"batch": 0, "normal": 1, "critical": 2}
 PLAN_BUDGET = 256  # trial plans for the exact search; beyond, a greedy choice (then pruned)
 
 

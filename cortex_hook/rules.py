@@ -19,9 +19,12 @@ from .quantities import format_ago, format_duration
 DEVICE_UUID = r"(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
 _PCI_BUS_ID = r"(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})(?:\.([0-7]))?"
 CPU_ONLY = "-1"  # CUDA_VISIBLE_DEVICES that hides every GPU (an empty value reads as "unset" to some tools)
+CLASS_RANK = {"batch": 0, "normal": 1, "critical": 2}  # `class:`: who goes first, and who may preempt whom
 
 
 # -- naming a GPU --------------------------------------------------------------------------------
+
+
 def is_device_uuid(text):
     """True for a whole GPU or MIG UUID as NVML gives it (`GPU-…`, `MIG-…`)."""
     return bool(re.fullmatch(DEVICE_UUID, text))

@@ -11,7 +11,8 @@ that is not waiting (its process gone: its wait is dropped), so nothing waits fo
 
 import zlib
 
-from .preemption import CLASS_RANK
+from .rules import CLASS_RANK
+from .state import tallies
 
 FREEABLE = ("leased", "promised")  # a GPU rejected only for these could be the waiter's once free
 
@@ -42,3 +43,27 @@ def ahead(waits, unit, klass, arrival, chosen, seen_now):
         if rank > mine or (rank == mine and wait.since < arrival):
             return wait
     return None
+
+
+def take_turn(state, start, decision):
+    """Inside the transaction that planned START (allocation.py): give way when a start waiting
+    ahead of it wants a GPU DECISION chose and has not yet judged the leases as they are now
+    (DECISION becomes a refusal, START.gave_way is set); a refused start records what it could use
+    (START.turn, and its wait's row when it waits)."""
+    seen = generation(state)
+    start.gave_way = False
+    if decision.ok and decision.chosen:
+        first = ahead(tallies.waits(state), start.unit, start.svc.klass, start.arrival, decision.uuids, seen)
+        if first is None:
+            return
+        labels = ", ".join(g.label for g in decision.chosen if g.uuid in first.wants)
+        for v in decision.verdicts:
+            v.selected = False
+        decision.ok, decision.chosen, start.gave_way = False, [], True
+        decision.summary = (f"{start.unit}: {labels} goes first to {first.unit} ({first.klass}), which waits "
+                            "ahead of it")
+    if not decision.ok and not decision.victims:
+        wanted = wants(decision)
+        start.turn = (wanted, start.svc.gpus if start.svc.gpus != "all" else len(wanted), seen)
+        if start.waiting:
+            tallies.judged(state, start.unit, start.turn)

@@ -3,7 +3,7 @@ PCI bus id), and the inventory the admin commands show and resolve names against
 
 import re
 
-from ..allocation import discover, remember
+from ..inventory import discover, remember
 from ..errors import EXIT_CONFIG, DriverError, PolicyError, TimeoutExpired, UsageError
 from ..model import Gpu, Policy
 from ..rules import is_device_uuid, normalize_pci, uuids_with_prefix

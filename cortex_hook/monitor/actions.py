@@ -15,12 +15,12 @@ import time
 
 from ..errors import CortexError
 from ..quantities import format_duration
+from ..rules import CLASS_RANK
 from ..state import monitoring, tallies
 from ..systemd.journal import ERR, NOTICE, WARNING, log
 from ..systemd.systemctl import systemctl
 from .faults import DRAIN, FATAL
 
-CLASS_ORDER = {"critical": 0, "normal": 1, "batch": 2}
 MONITOR_UNIT = "cortex-hook-monitor.service"
 
 
@@ -74,7 +74,7 @@ def act_on_units(ctx, policy, uuid, children, label, why, units, now):
 
 def _class_order(policy, unit):
     svc = policy.service_for(unit)
-    return CLASS_ORDER.get(svc.klass if svc else "normal", 1)
+    return -CLASS_RANK[svc.klass if svc else "normal"]  # critical first
 
 
 def _decide(state, policy, unit, leases, since, now):

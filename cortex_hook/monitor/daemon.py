@@ -11,7 +11,7 @@ import os
 import signal
 import time
 
-from ..allocation import discover, remember
+from ..inventory import discover, remember
 from ..errors import CortexError, DriverError, TimeoutExpired
 from ..files.atomic import write_atomic
 from ..files import rundir

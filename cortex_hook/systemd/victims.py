@@ -13,6 +13,29 @@ from .journal import NOTICE, WARNING, log, tell_unit
 from .systemctl import systemctl
 
 
+MARGIN_S = 30.0  # beyond the victims' grace: their SIGKILL, the end of their cgroup, their release
+
+
+class Stopping:
+    """The victims one preempting start (the unit BY) stopped at NOW (time.monotonic()): it kills
+    each that outlives its grace, and gives up on them all at `deadline`."""
+
+    def __init__(self, by, victims, now):
+        self.by, self.victims, self.since = by, victims, now
+        self.deadline = now + max(v.grace_seconds for v in victims) + MARGIN_S
+        self.killed = set()
+        for victim in victims:
+            stop(victim, by)
+
+    def escalate(self, holds_gpus, now):
+        """SIGKILL each victim past its grace for which HOLDS_GPUS(unit) is still true."""
+        for victim in self.victims:
+            if victim.unit not in self.killed and now - self.since >= victim.grace_seconds \
+                    and holds_gpus(victim.unit):
+                self.killed.add(victim.unit)
+                kill(victim, self.by)
+
+
 def stop(victim, by):
     """Stop or requeue VICTIM (a model.Victim) for the unit BY; False (and a warning) if systemctl
     failed."""

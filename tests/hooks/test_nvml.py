@@ -30,7 +30,7 @@ services:
 # compute capability, NUMA node, health counters, NVLink peers, PCIe levels, processes).
 _DUMP = r"""
 import json, sys
-from cortex_hook.allocation import discover
+from cortex_hook.inventory import discover
 from cortex_hook.hooks.manager import load_plugins
 from cortex_hook.policy.load import load_policy
 
