@@ -16,7 +16,7 @@ from .errors import CortexError, PolicyError, TimeoutExpired, UnavailableError, 
 from .files import record as records
 from .files import rundir
 from .holders import current_holder, invocation_of, lease_alive, unit_pids
-from .inventory import detail_for, discover, discover_for, handed_lately, own_pids
+from .inventory import detail_for, discover, discover_for, own_pids
 from .model import Launch, Request
 from .planner import refusal_reason
 from .preemption import describe, plan_with_preemption
@@ -73,14 +73,18 @@ def make_request(unit, svc, policy, snapshot, gpus, environ, pids, state=None):
         visible, notes = rules.parse_visible(text, gpus, environ.get("CUDA_DEVICE_ORDER"))
     leaving = frozenset()
     if state is not None and any(g.processes for g in gpus):
-        handed = preempted_state.handed_back(state, time.time() - policy.handoff_timeout_seconds)
-        handed.update(p.uuid for p in snapshot.promises if p.unit == unit)
+        handed = _handed(state, policy, unit)
         leaving = handoff.leaving_pids(gpus, pids, handed) if handed else frozenset()
     others = {}
     if svc.preempt == "lower":
         others = {l.unit: frozenset(unit_pids(l.unit)) for l in snapshot.leases if l.unit != unit and l.holder_unit}
     return Request(unit=unit, service=svc, policy=policy, snapshot=snapshot, gpus=gpus, visible=visible,
                    visible_text=text, own_pids=pids, leaving_pids=leaving, unit_pids=others), notes
+
+
+def _handed(state, policy, unit):
+    """The GPUs given back within `handoff_timeout`, and those promised to UNIT (handoff.py)."""
+    return preempted_state.handed_back(state, time.time() - policy.handoff_timeout_seconds, unit)
 
 
 def _decide(plugins, request, notes, problem):
@@ -102,7 +106,7 @@ def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
     svc = service_for(policy, unit)
     check_server(plugins, policy, svc)
     pids = own_pids(state.leases(unit))
-    handed = not tallies.is_view(state) and handed_lately(state, policy, unit)
+    handed = not tallies.is_view(state) and bool(_handed(state, policy, unit))
     gpus, problem = discover_for(plugins, policy, svc, detail_for(svc, pids, handed))
     snapshot = state.snapshot(policy.health.demote_window_seconds)
     snapshot.leases = [l for l in snapshot.leases if l.unit == unit or lease_alive(l)]
@@ -190,7 +194,7 @@ def _allocate_loop(ctx, state, start):
     gpus, discovered_at, first = None, 0.0, True
     while True:
         if gpus is None or time.monotonic() - discovered_at > WAIT_REDISCOVER_S:
-            start.detail = detail_for(svc, start.pids, handed_lately(state, policy, unit))
+            start.detail = detail_for(svc, start.pids, bool(_handed(state, policy, unit)))
             (gpus, problem), discovered_at = discover_for(plugins, policy, svc, start.detail), time.monotonic()
         decision, request = _attempt(ctx, state, start, gpus, problem, record_refusal=first)
         first = first and start.gave_way  # (giving way is not a refusal worth a history row)

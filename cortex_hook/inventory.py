@@ -4,7 +4,6 @@ and the unit's own old processes, whose memory counts as free.
 """
 
 import os
-import time
 
 from .errors import DriverError, PolicyError, TimeoutExpired
 from .holders import cgroup_pids, lease_alive
@@ -34,13 +33,6 @@ def detail_for(svc, pids, handed=False):
     if pids or handed or svc.preempt == "lower":  # (a victim's memory counts as free for the preemptor)
         detail.add("processes")
     return frozenset(detail)
-
-
-def handed_lately(state, policy, unit):
-    """True when some GPU was given back within `handoff_timeout`, or is promised to UNIT."""
-    since = time.time() - policy.handoff_timeout_seconds
-    return bool(state.conn.execute("SELECT 1 FROM history WHERE action IN ('release', 'reap') AND at >= ? "
-                                   "UNION ALL SELECT 1 FROM promise WHERE unit = ? LIMIT 1", (since, unit)).fetchone())
 
 
 def discover(plugins, policy, detail):

@@ -53,11 +53,6 @@ def keep_promises(state, unit, uuids):
     return uuids
 
 
-def own_promises(snapshot, unit):
-    """The live promises SNAPSHOT holds for UNIT."""
-    return [p for p in snapshot.promises if p.unit == unit]
-
-
 def preempted_by(state, unit):
     """(by_unit, mode, since) when UNIT was stopped or requeued by a preemption, else None."""
     return state.conn.execute("SELECT by_unit, mode, since FROM preempted WHERE unit = ?", (unit,)).fetchone()
@@ -69,16 +64,11 @@ def clear_preempted(state, unit):
         c.execute("DELETE FROM preempted WHERE unit = ?", (unit,))
 
 
-def all_preempted(state):
-    """{unit: (by_unit, mode, since)} of every unit preempted and not yet started again."""
-    return {row[0]: row[1:] for row in state.conn.execute("SELECT unit, by_unit, mode, since FROM preempted")}
-
-
-def handed_back(state, since):
-    """The UUIDs given back (a `release` or `reap` history row) at SINCE or later: their previous
-    holder's memory may still be on its way back (handoff.py)."""
+def handed_back(state, since, unit=None):
+    """The UUIDs given back (a `release` or `reap` history row) at SINCE or later, and those
+    promised to UNIT: their previous holder's memory may still be on its way back (handoff.py)."""
     uuids = set()
-    for (gpus,) in state.conn.execute("SELECT gpus FROM history WHERE action IN ('release', 'reap') AND at >= ?",
-                                      (since,)):
+    for (gpus,) in state.conn.execute("SELECT gpus FROM history WHERE action IN ('release', 'reap') AND at >= ? "
+                                      "UNION ALL SELECT uuid FROM promise WHERE unit = ?", (since, unit)):
         uuids.update(u for u in gpus.split(",") if u)
     return uuids
