@@ -312,6 +312,8 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
     _refuse_env_file_clash(unit, snapshot)
     request, notes = make_request(unit, svc, policy, snapshot, gpus, start.environ, start.pids, state)
     decision = _decide(plugins, request, notes, problem)
+    if decision.fallback and start.requeued_by:  # a requeued unit waits for GPUs, not on the CPU
+        decision.ok, decision.fallback, decision.summary = False, None, decision.notes.pop()
     turns.take_turn(state, start, decision)
     detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
     if decision.victims:  # promised in this transaction: no third unit can take them now

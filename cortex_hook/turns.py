@@ -49,11 +49,12 @@ def take_turn(state, start, decision):
     """Inside the transaction that planned START (allocation.py): give way when a start waiting
     ahead of it wants a GPU DECISION chose and has not yet judged the leases as they are now
     (DECISION becomes a refusal, START.gave_way is set); a refused start records what it could use
-    (START.turn, and its wait's row when it waits)."""
+    (START.turn, and its wait's row when it waits). A GPU promised to START is never given away."""
     seen = generation(state)
     start.gave_way = False
     if decision.ok and decision.chosen:
-        first = ahead(tallies.waits(state), start.unit, start.svc.klass, start.arrival, decision.uuids, seen)
+        unpromised = [v.gpu.uuid for v in decision.verdicts if v.selected and not v.promised]  # (its own by preemption)
+        first = ahead(tallies.waits(state), start.unit, start.svc.klass, start.arrival, unpromised, seen)
         if first is None:
             return
         labels = ", ".join(g.label for g in decision.chosen if g.uuid in first.wants)
