@@ -20,8 +20,8 @@ e2e: $(TEST_VENV)/.installed
 	CORTEX_HOOK_E2E=1 $(TEST_VENV)/bin/python -m pytest tests/realservers $(PYTEST_ARGS)
 
 # Figures with ratios against baselines measured in the same run (bench/README.md); ~2 min,
-# then the metrics' scrape cost (~1 min), and the monitor's detection latency and idle cost
-# (~25 min: a 10-minute idle window).
+# then the metrics' scrape cost (~1 min), the monitor's detection latency and idle cost
+# (~25 min: a 10-minute idle window), and the preemption latency (~2 min).
 bench:
 	python3 bench/startpath.py --importtime
 	python3 bench/growth.py
@@ -29,6 +29,7 @@ bench:
 	python3 bench/supervisor.py
 	python3 bench/metrics.py
 	python3 bench/monitor.py
+	python3 bench/preemption.py
 
 # The heavy reliability tier: kill -9 at random moments (>= 200 trials) and a long policy fuzz.
 stress: $(TEST_VENV)/.installed
