@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -299,6 +300,33 @@ def _build_fake_nvml_larger(src, max_gpus):
 
 
 # -- environments and boxes ---------------------------------------------------------------------
+def state_rows(db, sql, args=()):
+    """Rows of SQL on the state database DB opened read-only (a fresh connection); [] if it cannot
+    be read (being created, or locked for longer than 2 s)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def wait_for(predicate, what, timeout=60.0, interval=0.005, detail=None):
+    """PREDICATE()'s first truthy value, polled every INTERVAL; SystemExit naming WHAT (and
+    DETAIL(), if given) after TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}"
+                             + (f"\n{detail()}" if detail else ""))
+        time.sleep(interval)
+
+
 def bench_env(**extra):
     """os.environ without anything that would change what a measured process does."""
     env = {k: v for k, v in os.environ.items() if k not in _STRIP_ENV}

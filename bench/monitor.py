@@ -29,7 +29,6 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -48,20 +47,8 @@ FAKE_WAIT_STEP_MS = 10  # fake_nvml.c: nvmlEventSetWait_v2 looks at the events f
 
 
 # -- small helpers -------------------------------------------------------------------------------
-def query(db, sql, args=()):
-    """Rows of SQL on the state database opened read-only (a fresh connection); None if it cannot be read."""
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return None
-
-
 def drain_since(db, uuid):
-    rows = query(db, "SELECT since FROM drain WHERE uuid = ?", (uuid,))
+    rows = C.state_rows(db, "SELECT since FROM drain WHERE uuid = ?", (uuid,))
     return rows[0][0] if rows else None
 
 
@@ -81,19 +68,12 @@ def write_gpus(box, gpus):
     return time.time()
 
 
-def wait_for(predicate, what, timeout, interval, log_path=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = ""
-            if log_path and os.path.exists(log_path):
-                with open(log_path, errors="replace") as f:
-                    tail = "\nmonitor log:\n" + "".join(f.readlines()[-20:])
-            raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}{tail}")
-        time.sleep(interval)
+def log_tail(log_path):
+    """The monitor's last 20 log lines (what a timeout shows)."""
+    if not (log_path and os.path.exists(log_path)):
+        return ""
+    with open(log_path, errors="replace") as f:
+        return "monitor log:\n" + "".join(f.readlines()[-20:])
 
 
 def ms(x):
@@ -139,8 +119,8 @@ def detection(args):
             i = k % len(uuids)
             time.sleep(random.uniform(0.05, 0.25))
             wall, _ = append_event(events, gpu=i, type="xid", data=79)
-            since = wait_for(lambda: drain_since(box.state, uuids[i]), f"the XID 79 drain of GPU {i}", 30, 0.005,
-                             log_path)
+            since = C.wait_for(lambda: drain_since(box.state, uuids[i]), f"the XID 79 drain of GPU {i}", 30, 0.005,
+                               lambda: log_tail(log_path))
             seen_at = time.time()
             if k >= 0:
                 committed.append(since - wall)
@@ -154,8 +134,8 @@ def detection(args):
             faulty = [dict(g) for g in box.gpus]
             faulty[i]["ecc_errors"] = {"volatile_uncorrected": 2}
             wall = write_gpus(box, faulty)
-            since = wait_for(lambda: drain_since(box.state, uuids[i]), f"the ECC drain of GPU {i}", 3 * POLL_S,
-                             0.02, log_path)
+            since = C.wait_for(lambda: drain_since(box.state, uuids[i]), f"the ECC drain of GPU {i}", 3 * POLL_S,
+                               0.02, lambda: log_tail(log_path))
             polled.append(since - wall)
             write_gpus(box, box.gpus)
             undrain(uuids[i])
@@ -191,7 +171,7 @@ SEGMENTS = (("stop begins -> unit stopped", "ActiveExitTimestampMonotonic", "Ina
 
 
 def lease_of(db, unit):
-    rows = query(db, "SELECT uuid FROM lease WHERE unit = ?", (unit,))
+    rows = C.state_rows(db, "SELECT uuid FROM lease WHERE unit = ?", (unit,))
     return rows[0][0] if rows else None
 
 
@@ -255,7 +235,7 @@ class SystemdBench:
             t = self.times()
             return t if t["ActiveState"] == "active" and t["MainPID"] not in ("0", pid_before) else None
         try:
-            return wait_for(moved, f"{UNIT} active again", 60, 0.05)
+            return C.wait_for(moved, f"{UNIT} active again", 60, 0.05)
         except SystemExit as exc:
             raise SystemExit(f"{exc}\n{UNIT}:\n{self.sb.journal(UNIT)}\n{MONITOR}:\n{self.sb.journal(MONITOR)}") from None
 
@@ -279,7 +259,7 @@ class SystemdBench:
         if new in (None, old):
             raise SystemExit(f"bench: {UNIT} did not move off the faulty GPU {old} (now {new})")
         since = drain_since(db, old)
-        acted = query(db, "SELECT max(at) FROM history WHERE unit = ? AND action = 'fault-restart'", (UNIT,))[0][0]
+        acted = C.state_rows(db, "SELECT max(at) FROM history WHERE unit = ? AND action = 'fault-restart'", (UNIT,))[0][0]
         seg = self.segments(t, mono0)
         seg = {"event -> drain committed": since - wall0,
                "drain -> monitor's `systemctl try-restart` returned": acted - since, **seg}

@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import time
 
@@ -90,30 +89,6 @@ def service_python():
     return py
 
 
-def query(db, sql, args=()):
-    """Rows of SQL on the state database opened read-only (a fresh connection); [] if it cannot be read."""
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return []
-
-
-def wait_for(predicate, what, timeout=60.0, interval=POLL_S, detail=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout:g} s waiting for {what}"
-                             + (f"\n{detail()}" if detail else ""))
-        time.sleep(interval)
-
-
 def ms(x):
     return f"{x * 1e3:.1f}"
 
@@ -154,17 +129,17 @@ class PreemptionBench:
     def leases(self):
         """{unit: sorted UUIDs} of the leases now."""
         out = {}
-        for unit, uuid in query(self.box.state, "SELECT unit, uuid FROM lease"):
+        for unit, uuid in C.state_rows(self.box.state, "SELECT unit, uuid FROM lease"):
             out.setdefault(unit, []).append(uuid)
         return {u: sorted(v) for u, v in out.items()}
 
     def last_history_id(self):
-        rows = query(self.box.state, "SELECT max(id) FROM history")
+        rows = C.state_rows(self.box.state, "SELECT max(id) FROM history")
         return (rows[0][0] or 0) if rows else 0
 
     def history(self, after):
         """[(id, at, unit, action, detail)] after row AFTER, oldest first."""
-        return query(self.box.state, "SELECT id, at, unit, action, detail FROM history WHERE id > ? ORDER BY id",
+        return C.state_rows(self.box.state, "SELECT id, at, unit, action, detail FROM history WHERE id > ? ORDER BY id",
                      (after,))
 
     @staticmethod
@@ -192,7 +167,7 @@ class PreemptionBench:
                 return rec, os.stat(path).st_mtime_ns / 1e9
             except (OSError, ValueError):
                 return None
-        rec, at = wait_for(written, f"{unit}'s stand-in to start", timeout, detail=self.journals)
+        rec, at = C.wait_for(written, f"{unit}'s stand-in to start", timeout, detail=self.journals)
         shown = self.sb.show(unit, "MainPID", "ActiveState", "ExecMainStartTimestampMonotonic",
                              "ActiveExitTimestampMonotonic", "InactiveEnterTimestampMonotonic")
         gpus = [g for g in rec["env"].get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
@@ -233,17 +208,17 @@ class PreemptionBench:
     def embed_held(self, timeout=60.0):
         """Wait for embed running on both GPUs (its stand-in's record, and its lease)."""
         rec, at, _ = self.running(EMBED, timeout)
-        wait_for(lambda: self.leases().get(EMBED) == self.uuids, f"{EMBED}'s lease on both GPUs", timeout)
+        C.wait_for(lambda: self.leases().get(EMBED) == self.uuids, f"{EMBED}'s lease on both GPUs", timeout)
         return at
 
     def stop_embed(self):
         self.systemctl("stop", EMBED)
-        wait_for(lambda: EMBED not in self.leases(), f"{EMBED}'s lease to be released")
+        C.wait_for(lambda: EMBED not in self.leases(), f"{EMBED}'s lease to be released")
         self.embed_running = False
 
     def stop_chat(self):
         self.systemctl("stop", CHAT)
-        wait_for(lambda: CHAT not in self.leases(), f"{CHAT}'s lease to be released")
+        C.wait_for(lambda: CHAT not in self.leases(), f"{CHAT}'s lease to be released")
 
     def check_start(self, embed):
         """The state a trial starts from: chat stopped and leaseless; embed on both GPUs or gone."""
@@ -260,17 +235,28 @@ class PreemptionBench:
         self.sb.run("true", check=True)
         return time.perf_counter() - t0
 
-    def preempt(self):
-        """embed holds both GPUs; `systemctl start chat.service`: {segment: seconds}."""
-        if not self.embed_running:
+    def ready(self, embed):
+        """Bring the box to a trial's start (embed holding both GPUs, or stopped); the last history id."""
+        if embed and not self.embed_running:
             self.start_embed()
-        self.check_start(embed=True)
-        id0 = self.last_history_id()
-        t0 = time.time()
+        elif not embed and self.embed_running:
+            self.stop_embed()
+        self.check_start(embed=embed)
+        return self.last_history_id()
+
+    def start_chat(self, id0):
+        """`systemctl start chat.service`: (when it returned, chat's record, when it ran, its unit
+        timestamps, the history rows since ID0)."""
         self.systemctl("start", CHAT)
         returned = time.time()
         rec, ran, chat = self.running(CHAT)
-        rows = self.history(id0)
+        return returned, rec, ran, chat, self.history(id0)
+
+    def preempt(self):
+        """embed holds both GPUs; `systemctl start chat.service`: {segment: seconds}."""
+        id0 = self.ready(embed=True)
+        t0 = time.time()
+        returned, rec, ran, chat, rows = self.start_chat(id0)
         pre = self.first(rows, CHAT, "preempt")
         if pre is None:
             raise SystemExit(f"bench: chat started without a preempt row: {[r[2:4] for r in rows]}")
@@ -302,15 +288,9 @@ class PreemptionBench:
 
     def free(self):
         """A free box (embed stopped): `systemctl start chat.service`: {segment: seconds}."""
-        if self.embed_running:
-            self.stop_embed()
-        self.check_start(embed=False)
-        id0 = self.last_history_id()
+        id0 = self.ready(embed=False)
         t0 = time.time()
-        self.systemctl("start", CHAT)
-        returned = time.time()
-        rec, ran, chat = self.running(CHAT)
-        rows = self.history(id0)
+        returned, _, ran, chat, rows = self.start_chat(id0)
         alloc = self.first(rows, CHAT, "allocate")
         if alloc is None or self.first(rows, CHAT, "preempt"):
             raise SystemExit(f"bench: unexpected history on a free box: {[r[2:4] for r in rows]}")
@@ -322,20 +302,14 @@ class PreemptionBench:
 
     def manual(self):
         """By hand: `systemctl stop embed.service`, its lease gone, `systemctl start chat.service`."""
-        if not self.embed_running:
-            self.start_embed()
-        self.check_start(embed=True)
-        id0 = self.last_history_id()
+        id0 = self.ready(embed=True)
         t0 = time.time()
         self.systemctl("stop", EMBED)
         stop_returned = time.time()
-        wait_for(lambda: EMBED not in self.leases(), f"{EMBED}'s lease to be released")
+        C.wait_for(lambda: EMBED not in self.leases(), f"{EMBED}'s lease to be released")
         self.embed_running = False
         t_start = time.time()
-        self.systemctl("start", CHAT)
-        returned = time.time()
-        rec, ran, chat = self.running(CHAT)
-        rows = self.history(id0)
+        returned, _, ran, chat, rows = self.start_chat(id0)
         rel = self.first(rows, EMBED, "release")
         alloc = self.first(rows, CHAT, "allocate")
         if rel is None or alloc is None or self.first(rows, CHAT, "preempt"):

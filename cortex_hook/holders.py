@@ -45,18 +45,23 @@ def boot_id():
     return _boot_id or None
 
 
-def pid_start_time(pid):
-    """Field 22 of /proc/PID/stat (start time in clock ticks since boot), or None if gone."""
+def _stat_fields(pid):
+    """The fields of /proc/PID/stat from the third on (state, ppid, …), or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except (OSError, ValueError):
         return None
     # the command name (field 2) may contain spaces and parentheses: split after the last ')'
-    fields = data[data.rfind(b")") + 2:].split()
+    return data[data.rfind(b")") + 2:].split()
+
+
+def pid_start_time(pid):
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot), or None if gone."""
+    fields = _stat_fields(pid)
     try:
         return int(fields[19])
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, TypeError):
         return None
 
 
@@ -137,12 +142,8 @@ def pid_alive(pid, pid_start):
 
 def process_ended(pid):
     """True when PID is no process, or a zombie (it has ended; only its exit status is left)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (OSError, ValueError):
-        return True
-    return data[data.rfind(b")") + 2:][:1] in (b"Z", b"X")
+    fields = _stat_fields(pid)
+    return not fields or fields[0] in (b"Z", b"X")
 
 
 def lease_alive(lease):
