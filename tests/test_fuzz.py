@@ -237,6 +237,9 @@ SERVICE_POOLS = {
     "watchdog": st.one_of(st.sampled_from(DURATIONS), st.integers(-5, 10 ** 6), huge_ints, floats),
     "on_gpu_fault": st.sampled_from(["restart", "stop", "ignore", "Restart", "reboot", True]),
     "placement": st.sampled_from(["pack", "spread", "Pack", "binpack", None]),
+    "preempt": st.sampled_from(["never", "lower", "Lower", "higher", True, None]),
+    "when_preempted": st.sampled_from(["requeue", "stop", "never", "kill", False]),
+    "preempt_grace": st.one_of(st.sampled_from(DURATIONS), st.integers(-5, 10 ** 7), huge_ints, floats),
     "options": st.dictionaries(st.one_of(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), unknown_keys),
                                scalars, max_size=3),
 }
@@ -248,6 +251,7 @@ TOP_POOLS = {
     "history_limit": st.one_of(st.integers(-2, 10 ** 6), huge_ints),
     "isolate": st.booleans(),
     "placement": st.sampled_from(["pack", "spread", "fill", 1]),
+    "handoff_timeout": st.one_of(st.sampled_from(DURATIONS), st.integers(-5, 10 ** 12), huge_ints, floats),
     "metrics": st.fixed_dictionaries({}, optional={
         "listen": st.sampled_from(["127.0.0.1:9772", "[::1]:9772", "localhost:1", "0.0.0.0:9772", "10.1.2.3:80",
                                    "127.0.0.1:0", "127.0.0.1:65536", "host:9772", ":9772", "127.0.0.1"]),
@@ -496,6 +500,7 @@ def test_accepted_policies_hold_usable_values(text):
     assert isinstance(policy.history_limit, int) and policy.history_limit >= 1
     assert isinstance(policy.discovery_timeout, float) and 0 < policy.discovery_timeout
     assert math.isfinite(policy.discovery_timeout), text
+    assert 1 <= policy.handoff_timeout_seconds and math.isfinite(policy.handoff_timeout_seconds), text
     for svc in policy.services:
         assert svc.gpus == "all" or (isinstance(svc.gpus, int) and 1 <= svc.gpus <= 1024)
         assert svc.match.endswith((".service", "*")) and "\n" not in svc.match
@@ -504,6 +509,9 @@ def test_accepted_policies_hold_usable_values(text):
         assert _finite_or_none(svc.watchdog_seconds), (svc.watchdog_seconds, text)
         assert _finite_or_none(svc.wait_seconds), (svc.wait_seconds, text)
         assert svc.same_model in (None, True, False), (svc.same_model, text)
+        assert svc.preempt in ("never", "lower") and svc.when_preempted in ("requeue", "stop", "never"), text
+        assert not (svc.preempt == "lower" and svc.klass == "batch"), text
+        assert 1 <= svc.preempt_grace_seconds and math.isfinite(svc.preempt_grace_seconds), text
 
 
 # -- a corpus of tricky documents: one test each ---------------------------------------------------
