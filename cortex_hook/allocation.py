@@ -18,8 +18,8 @@ from .files import rundir
 from .holders import current_holder, invocation_of, lease_alive, unit_pids
 from .inventory import detail_for, discover, discover_for, own_pids
 from .model import Launch, Request
-from .planner import refusal_reason
-from .preemption import describe, plan_with_preemption
+from .planner import refusal_reason, without_fallback
+from .preemption import MARGIN_S, describe, plan_with_preemption
 from .quantities import format_duration
 from .release import reap
 from .release import release as release_start
@@ -157,9 +157,7 @@ def allocate(ctx, unit, state, environ, holder_pid=None, on_wait=None, argv=None
     check_server(plugins, policy, svc)
     holder = current_holder(unit, holder_pid)
     start = _Start(unit, svc, holder, own_pids(state.leases(unit), holder), environ, (argv, mode), on_wait)
-    row = preempted_state.preempted_by(state, unit)
-    if row and row[1] == "requeue":
-        start.requeued_by = row[0]
+    start.requeued_by = preempted_state.take_requeue(state, unit, svc.preempt_grace_seconds + MARGIN_S)
     try:
         decision, request = _allocate_loop(ctx, state, start)
     except BaseException:
@@ -208,7 +206,7 @@ def _allocate_loop(ctx, state, start):
             continue
         if start.stopping:
             stopping = start.stopping
-            stopping.escalate(lambda victim: bool(state.leases(victim)), now)
+            stopping.escalate(lambda victim: {l.uuid for l in state.leases(victim.unit)} & set(victim.gpus), now)
             if now >= stopping.deadline:
                 _count_end(state, unit, svc, "timeout", "preempt")
                 raise TimeoutExpired(f"{unit}: preempted {', '.join(v.unit for v in stopping.victims)}, which did "
@@ -265,11 +263,10 @@ def _count_end(state, unit, svc, result, reason):
 
 def _forget_wait(state, unit):
     """A start that ends by an error or a signal while it waits: its wait is over (best effort),
-    and so are its requeue (an admin stopped it) and its promises."""
+    and so are its promises."""
     try:
         with state.write():
             tallies.end_wait(state, unit)
-            preempted_state.clear_preempted(state, unit)
             preempted_state.keep_promises(state, unit, [])  # what it preempted goes back to the queue
     except (CortexError, OSError, sqlite3.Error):
         pass
@@ -313,11 +310,11 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
     request, notes = make_request(unit, svc, policy, snapshot, gpus, start.environ, start.pids, state)
     decision = _decide(plugins, request, notes, problem)
     if decision.fallback and start.requeued_by:  # a requeued unit waits for GPUs, not on the CPU
-        decision.ok, decision.fallback, decision.summary = False, None, decision.notes.pop()
+        without_fallback(decision)
     turns.take_turn(state, start, decision)
     detail = {"summary": decision.summary, "service": svc.position, "server": svc.server}
     if decision.victims:  # promised in this transaction: no third unit can take them now
-        preempted_state.promise(state, unit, decision.victims, os.getpid())
+        preempted_state.promise(state, unit, decision.promised, decision.victims, os.getpid())
         state.record(unit, "preempt", decision.promised,
                      dict(detail, victims=[v.to_plain() for v in decision.victims]), policy.history_limit)
         for victim in decision.victims:
@@ -330,7 +327,6 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
     if decision.chosen:
         state.add_leases(unit, decision.uuids, svc.sharing, holder)
     preempted_state.keep_promises(state, unit, decision.uuids)
-    preempted_state.clear_preempted(state, unit)
     argv, mode = start.command
     decision.launch = Launch(argv=list(argv) if argv is not None else None, mode=mode)
     plugins.prepare_launch(request, decision, decision.launch)

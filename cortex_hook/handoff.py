@@ -12,7 +12,7 @@ after a preemption, after a wait, after a restart.
 import time
 
 from . import rules
-from .errors import TimeoutExpired
+from .errors import DriverError, TimeoutExpired
 from .holders import process_ended
 from .quantities import format_duration, format_size
 
@@ -56,7 +56,8 @@ def pending(request, decision, gpus):
 def wait_for_memory(request, decision, rediscover, timeout, on_wait=None):
     """Return once DECISION's GPUs are free for REQUEST's start (REQUEST.gpus first, then
     REDISCOVER() every POLL_S); TimeoutExpired naming the GPU and the process after TIMEOUT
-    seconds. ON_WAIT(text) says what it waits for. Returns the seconds waited."""
+    seconds. A driver that fails or hangs meanwhile is asked again (what it last said stands).
+    ON_WAIT(text) says what it waits for. Returns the seconds waited."""
     started = time.monotonic()
     left = pending(request, decision, request.gpus)
     while left:
@@ -68,5 +69,8 @@ def wait_for_memory(request, decision, rediscover, timeout, on_wait=None):
         if on_wait:
             on_wait(f"waiting for the memory of {gpu.label} ({format_duration(timeout - waited)} left): {why}")
         time.sleep(POLL_S)
-        left = pending(request, decision, rediscover())
+        try:
+            left = pending(request, decision, rediscover())
+        except (DriverError, TimeoutExpired) as exc:
+            left = [(gpu, f"{why} (then the driver failed: {exc})")]
     return time.monotonic() - started

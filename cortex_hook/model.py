@@ -232,7 +232,7 @@ class Promise(Record):
 
     uuid: str
     unit: str  # the preempting unit
-    victim: str  # the unit that held it
+    victim: str  # the unit that held it ('': free, promised with the victims' GPUs of the same selection)
     since: float
     pid: int | None = None
     pid_start: int | None = None
@@ -367,6 +367,7 @@ class Decision(Record):
     summary: str
     notes: list[str] = new(list)
     fallback: str | None = None  # "cpu" when it starts without a GPU by policy
+    refused: str | None = None  # with a fallback: why no GPU fitted
     launch: Launch = new(Launch)
     victims: list[Victim] = new(list)  # not ok: the units it would preempt for `promised`
     promised: list[str] = new(list)  # the UUIDs it would get by preempting `victims`

@@ -75,7 +75,7 @@ def plan(plugins, request, now=None):
         notes.append(summary)
         return Decision(unit=request.unit, service=svc, verdicts=ordered, chosen=[], ok=True,
                         summary=f"{request.unit}: no GPU available, starting on CPU (on_unavailable: cpu)",
-                        notes=notes, fallback="cpu")
+                        notes=notes, fallback="cpu", refused=summary)
     return Decision(unit=request.unit, service=svc, verdicts=ordered, chosen=[], ok=False,
                     summary=summary, notes=notes)
 
@@ -97,6 +97,15 @@ def _placed(chosen, accepted):
     """True if placement decided between CHOSEN and a GPU left that the admin's order ties with it."""
     tie = rank_key(chosen)[:5]
     return any(not v.selected and rank_key(v)[:5] == tie and v.placement != chosen.placement for v in accepted)
+
+
+def without_fallback(decision):
+    """DECISION, a CPU fallback, as the refusal it stands for (a start that must wait for GPUs:
+    requeued, or waiting for the units it preempted)."""
+    if decision.refused in decision.notes:
+        decision.notes.remove(decision.refused)
+    decision.ok, decision.fallback, decision.summary = False, None, decision.refused
+    return decision
 
 
 def _select(plugins, request, groups, count):

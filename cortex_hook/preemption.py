@@ -14,10 +14,11 @@ from itertools import combinations
 from math import comb
 
 from .model import Decision, Request, Snapshot, Victim
-from .planner import plan
+from .planner import plan, without_fallback
 from .quantities import format_ago
 from .rules import CLASS_RANK
 
+MARGIN_S = 30.0  # beyond the victims' grace: their SIGKILL, the end of their cgroup, their release
 PLAN_BUDGET = 256  # trial plans for the exact search; beyond, a greedy choice (then pruned)
 
 
@@ -28,8 +29,8 @@ def plan_with_preemption(plugins, request, now):
     svc = request.service
     if (decision.ok and not decision.fallback) or svc.preempt != "lower":
         return decision
-    if any(p.unit == request.unit for p in request.snapshot.promises):
-        return decision  # it preempted already: it waits for those victims, never takes more
+    if any(p.unit == request.unit for p in request.snapshot.promises):  # it preempted already:
+        return without_fallback(decision) if decision.fallback else decision  # it waits for its victims
     candidates, skipped = _candidates(request)
     found = _choose(plugins, request, candidates, now) if candidates else None
     if found is None:

@@ -144,6 +144,28 @@ def test_a_unit_holding_promises_does_not_preempt_again(plugins):
     assert not d.ok and d.victims == [] and d.promised == []
 
 
+def test_a_unit_holding_promises_waits_for_its_victims_rather_than_fall_back_to_the_cpu(plugins):
+    """(`on_unavailable: cpu`: before it preempted, the CPU was its fallback; once it holds
+    promises, it waits for them: the refusal, not the fallback, and no note in place of the
+    summary.)"""
+    leases = [held("a.service", 0)]
+    promise = Promise(uuid=uuid(0), unit=ME, victim="a.service", since=NOW, pid=os.getpid())
+    d = preempt(plugins, request([make_gpu(0)], leases, me={"on_unavailable": "cpu"}, others=BATCH,
+                                 promises=[promise]))
+    assert not d.ok and d.fallback is None
+    assert d.summary.startswith(f"{ME} needs 1 GPU") and d.summary not in d.notes
+    alone = plan(plugins, request([make_gpu(0)], leases, me={"on_unavailable": "cpu"}, others=BATCH))
+    assert alone.ok and alone.fallback == "cpu"  # (what the planner alone says)
+
+
+def test_every_gpu_of_the_selection_is_promised_free_ones_too(plugins):
+    """gpus: 2 on GPU 0 (free) and GPU 1 (batch a): both are promised, only a is a victim."""
+    me = {"gpus": 2}
+    d = preempt(plugins, request([make_gpu(i) for i in range(2)], [held("a.service", 1)], me=me, others=BATCH))
+    assert victims(d) == ["a.service"] and indices(d.promised) == [0, 1]
+    assert indices(d.victims[0].gpus) == [1]
+
+
 # -- the order of preference ------------------------------------------------------------------------
 def test_fewest_victims_first(plugins):
     """One batch unit holding 2 GPUs, over two units holding 1 each (started later: preferred on

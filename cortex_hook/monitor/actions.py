@@ -29,11 +29,11 @@ class SystemdUnits:
 
     def restart(self, unit):
         """Restart UNIT if it runs."""
-        systemctl("monitor", "try-restart", "--no-block", unit)
+        systemctl("monitor", "try-restart", "--no-block", "--", unit)
 
     def stop(self, unit):
         """Stop UNIT."""
-        systemctl("monitor", "stop", "--no-block", unit)
+        systemctl("monitor", "stop", "--no-block", "--", unit)
 
 
 def say(level, message):

@@ -3,8 +3,9 @@ and the units it stopped or requeued (`preempted`).
 
 A promise lives as long as the process that made it (the preempting unit's allocate, in its
 lease unit): it ends when that start leases the GPU, or when the process is gone (its start was
-cancelled), so a promise never outlives the start it was made for. A `preempted` row ends when
-the unit gets GPUs again, or when its next start ends without them (an admin stopped it).
+cancelled), so a promise never outlives the start it was made for. A `preempted` row is taken by
+the victim's next start: a requeue is honoured only by the start its preemption caused (within the
+victim's grace and a margin); a later start, an admin's, is an ordinary one.
 """
 
 import time
@@ -31,15 +32,18 @@ def drop_dead_promises(state):
     return dead
 
 
-def promise(state, unit, victims, pid):
-    """Promise UNIT (whose allocate runs as PID) the GPUs of VICTIMS ([Victim]), and mark each
-    victim preempted by UNIT. Inside the caller's transaction: the one that decided."""
+def promise(state, unit, uuids, victims, pid):
+    """Promise UNIT (whose allocate runs as PID) every GPU of its selection, UUIDS: those of
+    VICTIMS ([Victim]) and those free now (victim ''), so that no other start takes one while the
+    victims stop; and mark each victim preempted by UNIT. Inside the caller's transaction: the one
+    that decided."""
     now, start, boot = time.time(), pid_start_time(pid), boot_id()
+    held = {uuid: victim.unit for victim in victims for uuid in victim.gpus}
     with state.write() as c:
+        c.executemany("INSERT OR REPLACE INTO promise (uuid, unit, victim, since, pid, pid_start, boot_id) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      [(uuid, unit, held.get(uuid, ""), now, pid, start, boot) for uuid in uuids])
         for victim in victims:
-            c.executemany("INSERT OR REPLACE INTO promise (uuid, unit, victim, since, pid, pid_start, boot_id) "
-                          "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          [(uuid, unit, victim.unit, now, pid, start, boot) for uuid in victim.gpus])
             mode = "stop" if victim.when_preempted == "stop" else "requeue"
             c.execute("INSERT OR REPLACE INTO preempted (unit, by_unit, since, mode) VALUES (?, ?, ?, ?)",
                       (victim.unit, unit, now, mode))
@@ -53,15 +57,17 @@ def keep_promises(state, unit, uuids):
     return uuids
 
 
-def preempted_by(state, unit):
-    """(by_unit, mode, since) when UNIT was stopped or requeued by a preemption, else None."""
-    return state.conn.execute("SELECT by_unit, mode, since FROM preempted WHERE unit = ?", (unit,)).fetchone()
-
-
-def clear_preempted(state, unit):
-    """UNIT got GPUs again (or its start ended without them): it is no longer preempted."""
+def take_requeue(state, unit, within):
+    """The unit that requeued UNIT, when this start is the one its preemption caused (the mark is
+    at most WITHIN seconds old: the victim's grace and the margin), else None. The mark is taken
+    either way: a later start of UNIT (an admin's) is an ordinary one."""
     with state.write() as c:
-        c.execute("DELETE FROM preempted WHERE unit = ?", (unit,))
+        row = c.execute("SELECT by_unit, mode, since FROM preempted WHERE unit = ?", (unit,)).fetchone()
+        if row:
+            c.execute("DELETE FROM preempted WHERE unit = ?", (unit,))
+    if row and row[1] == "requeue" and time.time() - row[2] <= within:
+        return row[0]
+    return None
 
 
 def handed_back(state, since, unit=None):

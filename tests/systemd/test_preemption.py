@@ -22,7 +22,7 @@ services:
 {chat}
   - match: embed.service
     class: batch
-    gpus: 2
+    gpus: {embed_gpus}
 {embed}
   - match: "*.service"
     class: normal
@@ -30,8 +30,8 @@ services:
 """
 
 
-def policy(chat="", embed="", other=""):
-    return CLASSES.format(chat=chat, embed=embed, other=other)
+def policy(chat="", embed="", other="", embed_gpus=2):
+    return CLASSES.format(chat=chat, embed=embed, other=other, embed_gpus=embed_gpus)
 
 
 def unit(host, name, port, extra=""):
@@ -285,3 +285,112 @@ def test_many_mixed_starts_at_once_never_share_a_gpu_nor_preempt_for_nothing(hos
     host.sb.stop(*higher)
     host.sb.wait_for(lambda: all(active(host, u) for u in batch), "the batch units to come back")
     assert sorted(held(host)) == sorted(batch)
+
+
+def test_a_free_gpu_of_the_selection_is_promised_with_the_victims(host):
+    """chat needs 2 GPUs: GPU 0 is free, embed (1 GPU) holds GPU 1. chat preempts embed and is
+    promised both: embed's requeued restart, which fits on GPU 0, does not take it; chat gets
+    both GPUs and embed waits."""
+    host.setup(policy(chat="    gpus: 2\n", embed_gpus=1))
+    unit(host, "x.service", 18082)
+    unit(host, "embed.service", 18081)
+    unit(host, "chat.service", 18080)
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "x.service", check=True)  # keeps GPU 0 while embed takes GPU 1
+    host.sb.systemctl("start", "embed.service", check=True)
+    host.sb.stop("x.service")
+    assert held(host) == {"embed.service": [uuid_of(1)]}
+    host.sb.systemctl("start", "chat.service", check=True)
+    assert sorted(gpus_of(host, "chat.service")) == [uuid_of(0), uuid_of(1)]
+    host.sb.wait_for(lambda: "preempted by chat.service" in host.sb.prop(lease_unit_of("embed.service"),
+                                                                          "StatusText"), "embed to wait, requeued")
+    assert held(host) == {"chat.service": [uuid_of(0), uuid_of(1)]}
+
+
+def test_an_admin_stop_of_a_requeued_unit_ends_its_requeue(host):
+    """embed, requeued and waiting, is stopped by the admin; started again later while chat still
+    holds the GPU, it is an ordinary start: refused at once (its `on_unavailable` is fail), not
+    waiting as 'preempted by chat.service'."""
+    host.setup(policy(embed_gpus=1), gpus=[gpu_desc(0)])
+    unit(host, "embed.service", 18081)
+    unit(host, "chat.service", 18080)
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "embed.service", check=True)
+    host.sb.systemctl("start", "chat.service", check=True)
+    lease = lease_unit_of("embed.service")
+    host.sb.wait_for(lambda: "preempted by chat" in host.sb.prop(lease, "StatusText"), "embed to wait, requeued")
+    host.sb.stop("embed.service")
+    assert host.sb.systemctl("start", "embed.service").returncode != 0
+    said = host.sb.wait_state(lease, "failed")["StatusText"]
+    assert said.startswith("not started: embed.service needs 1 GPU") and "preempted" not in said, said
+    assert held(host) == {"chat.service": [uuid_of(0)]}
+
+
+def test_a_victim_still_in_its_handoff_is_restarted_too(host):
+    """embed has its lease but its lease unit still waits for the memory of GPU 0's last holder
+    (embed itself not yet started); chat preempts it: embed's start is restarted (and requeued),
+    its lease given back, and chat runs once the memory is back."""
+    host.setup(policy(embed_gpus=1), gpus=[gpu_desc(0)])
+    host.sb.set_environment(FAKE_NVML_LIVE="1")
+    for name, port in (("x.service", 18082), ("embed.service", 18081), ("chat.service", 18080)):
+        unit(host, name, port)
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "x.service", check=True)
+    pid = int(host.sb.prop("x.service", "MainPID"))
+    host.box.write_gpus([gpu_desc(0, memory_used="20GiB", processes=[{"pid": pid, "used_memory": "20GiB"}])])
+    host.sb.stop("x.service")  # GPU 0 given back; the driver still lists x's ended server on it
+    host.sb.systemctl("start", "--no-block", "embed.service", check=True)
+    embed_lease = lease_unit_of("embed.service")
+    host.sb.wait_for(lambda: "waiting for the memory" in host.sb.prop(embed_lease, "StatusText"),
+                     "embed's lease unit to wait in the handoff")
+    assert held(host) == {"embed.service": [uuid_of(0)]}
+    host.sb.systemctl("start", "--no-block", "chat.service", check=True)
+    chat_lease = lease_unit_of("chat.service")
+    host.sb.wait_for(lambda: "waiting for the memory" in host.sb.prop(chat_lease, "StatusText"),
+                     "chat to have GPU 0, waiting for its memory", unit=chat_lease)
+    assert held(host) == {"chat.service": [uuid_of(0)]}
+    host.box.write_gpus([gpu_desc(0)])  # the driver lets go
+    host.sb.wait_for(lambda: active(host, "chat.service"), "chat to run", unit="chat.service")
+    assert gpus_of(host, "chat.service") == [uuid_of(0)]
+    assert "preempted by chat.service" in host.sb.prop(embed_lease, "StatusText")
+
+
+def test_the_sigkill_after_the_grace_never_hits_a_victims_new_instance(host):
+    """chat (2 GPUs of 20 GiB) preempts v1 (grace 1s) and v2 (ignores SIGTERM, grace 3s). v1 stops
+    at once and its requeued restart runs on the small GPU 2, which chat cannot use; at v1's grace
+    it is left alone (it no longer holds what chat waits for), and v2 is killed at its own."""
+    host.setup("""\
+services:
+  - match: chat.service
+    class: critical
+    preempt: lower
+    gpus: 2
+    min_free_memory: 20GiB
+  - match: v1.service
+    class: batch
+    preempt_grace: 1s
+  - match: v2.service
+    class: batch
+    preempt_grace: 3s
+""", gpus=[gpu_desc(0), gpu_desc(1), gpu_desc(2, memory_total="8GiB")])
+    unit(host, "v1.service", 18081)
+    host.sb.write_unit("v2.service", "[Service]\nUser=nobody\nTimeoutStopSec=90\nExecStart="
+                       f"{host.sb.python} -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                       "time.sleep(100000)'\n")
+    host.install("v2.service", "env")
+    unit(host, "chat.service", 18080)
+    host.sb.daemon_reload()
+    host.sb.systemctl("start", "v1.service", "v2.service", check=True)
+    assert sorted(held(host)) == ["v1.service", "v2.service"]
+    assert {g for v in held(host).values() for g in v} == {uuid_of(0), uuid_of(1)}
+    host.sb.systemctl("start", "chat.service", check=True)
+    assert sorted(gpus_of(host, "chat.service")) == [uuid_of(0), uuid_of(1)]
+    host.sb.wait_for(lambda: active(host, "v1.service"), "v1 to run again on GPU 2", unit="v1.service")
+    assert held(host)["v1.service"] == [uuid_of(2)]
+    said = status(host, "v1.service")
+    assert "SIGKILL" not in said, said
+    assert "v2.service preempted by chat.service" in status(host, "v2.service")
+    assert "(preempt_grace), preempted by chat.service: SIGKILL" in status(host, "v2.service")
+    v1_ends = [r["detail"]["ended"]["exit"] for r in host.cortex_json("history", "v1.service")["history"]
+               if r["action"] == "release"]
+    assert len(v1_ends) == 1 and "KILL" not in v1_ends[0], v1_ends  # (the stand-in ends 0 on SIGTERM)

@@ -35,7 +35,8 @@ def cortex_check_gpu(request, gpu):
             reasons.append(Reason("leased", f"in use (shared) by {lease.unit}; this service needs it alone"))
     for promise in request.snapshot.promises:
         if promise.unit != request.unit and promise.uuid in (gpu.uuid, gpu.parent_uuid):
-            reasons.append(Reason("promised", f"promised to {promise.unit}, which preempted {promise.victim} for it"))
+            why = f", which preempted {promise.victim} for it" if promise.victim else ", with GPUs it preempted"
+            reasons.append(Reason("promised", f"promised to {promise.unit}{why}"))
     if request.visible is not None and gpu.uuid not in request.visible \
             and (gpu.parent_uuid is None or gpu.parent_uuid not in request.visible):
         reasons.append(Reason("not-visible", "outside the inherited CUDA_VISIBLE_DEVICES="
