@@ -3,7 +3,8 @@
 The database and its WAL files are root's alone (0600): a user who could open them could hold a
 lock on them and stop every start. So after every command that changed the state, root writes
 `/run/cortex-hook/state.view` (marshal, 0644, atomically; files/memo.py): the priorities, drains
-(with who made them), leases, the GPUs seen, the last history rows and the monitor's trouble.
+(with who made them), leases, the GPUs seen, the last history rows, the monitor's trouble, the
+starts waiting and the GPUs promised to a preempting start.
 `status`, `leases`, `history`, `plan` and `priority list` run by anyone else read it through
 `StateView`, which answers the same questions as State and refuses every change with a one-line
 "needs root" (exit 77).
@@ -16,9 +17,10 @@ import time
 from ..errors import NotPermittedError
 from ..files import memo
 from ..files.rundir import trusted
-from ..model import Drain, Lease, Snapshot, Trouble, Wait
+from ..model import Drain, Lease, Promise, Snapshot, Trouble, Wait
 from . import tallies
 from .jsonsql import history_dicts
+from .preemption import promises
 
 NAME = "state.view"
 VERSION = 1
@@ -41,6 +43,7 @@ def publish(state, directory):
         "trouble": [t.to_plain() for rows in state.trouble(time.time() - TROUBLE_DAYS * 86400).values()
                     for t in rows],
         "waits": [w.to_plain() for w in tallies.waits(state)],
+        "promises": [p.to_plain() for p in promises(state)],
     }
     memo.store(directory, NAME, (VERSION,), value)
 
@@ -67,6 +70,7 @@ class StateView:
         self._history_limit = data.get("history_limit", 1000)
         self._trouble = [Trouble.from_plain(t) for t in data.get("trouble", [])]
         self._waits = [Wait.from_plain(w) for w in data.get("waits", [])]
+        self._promises = [Promise.from_plain(p) for p in data.get("promises", [])]
 
     def __enter__(self):
         return self
@@ -78,11 +82,12 @@ class StateView:
         """Nothing to close."""
 
     def snapshot(self, trouble_window=0.0):
-        """Priorities, drains and leases, and the trouble of the last TROUBLE_WINDOW seconds, as
-        State.snapshot."""
+        """Priorities, drains, leases and live promises, and the trouble of the last TROUBLE_WINDOW
+        seconds, as State.snapshot."""
         return Snapshot(priorities={u: r for u, r, _ in self._priorities}, drains=dict(self._drains),
                         leases=list(self._leases),
-                        trouble=self.trouble(time.time() - trouble_window) if trouble_window else {})
+                        trouble=self.trouble(time.time() - trouble_window) if trouble_window else {},
+                        promises=[p for p in self._promises if tallies.wait_alive(p)])
 
     def trouble(self, since):
         """{uuid: [Trouble]} the view holds from SINCE on, oldest first."""
