@@ -61,9 +61,10 @@ def take_requeue(state, unit, within):
     """The unit that requeued UNIT, when this start is the one its preemption caused (the mark is
     at most WITHIN seconds old: the victim's grace and the margin), else None. The mark is taken
     either way: a later start of UNIT (an admin's) is an ordinary one."""
-    with state.write() as c:
-        row = c.execute("SELECT by_unit, mode, since FROM preempted WHERE unit = ?", (unit,)).fetchone()
-        if row:
+    row = state.conn.execute("SELECT by_unit, mode, since FROM preempted WHERE unit = ?", (unit,)).fetchone()
+    if row:  # (a start that was not preempted, nearly every one, takes no lock here)
+        with state.write() as c:
+            row = c.execute("SELECT by_unit, mode, since FROM preempted WHERE unit = ?", (unit,)).fetchone()
             c.execute("DELETE FROM preempted WHERE unit = ?", (unit,))
     if row and row[1] == "requeue" and time.time() - row[2] <= within:
         return row[0]
