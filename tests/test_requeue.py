@@ -36,14 +36,24 @@ def preempted_rows(box):
         conn.close()
 
 
+def start_waiting(box, unit):
+    """`allocate UNIT` in the background, once it waits: (its Popen, the waits `status` shows)."""
+    proc = subprocess.Popen([sys.executable, "-m", "cortex_hook", "allocate", unit], env=box.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        return proc, wait_until(lambda: box.json("status")["waits"], f"{unit} to wait", proc=proc)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
 def test_a_requeued_unit_waits_for_a_gpu_instead_of_its_cpu_fallback(box):
     box.write_gpus([gpu_desc(0)]).write_policy(POLICY)
     assert box.cli("allocate", "x").returncode == 0
     mark_requeued(box, "v.service", "chat.service")
-    proc = subprocess.Popen([sys.executable, "-m", "cortex_hook", "allocate", "v"], env=box.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, waits = start_waiting(box, "v")
     try:
-        waits = wait_until(lambda: box.json("status")["waits"], "v to wait", proc=proc)
         assert [w["unit"] for w in waits] == ["v.service"]
         assert waits[0]["summary"].startswith("preempted by chat.service: v.service needs 1 GPU"), waits
         assert box.cli("release", "x").returncode == 0
@@ -80,13 +90,9 @@ services:
 """)
     assert box.cli("allocate", "x").returncode == 0
     mark_requeued(box, "v.service", "chat.service")
-    proc = subprocess.Popen([sys.executable, "-m", "cortex_hook", "allocate", "v"], env=box.env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        waits = wait_until(lambda: box.json("status")["waits"], "v to wait", proc=proc)
-    finally:
-        proc.kill()
-        proc.communicate()
+    proc, waits = start_waiting(box, "v")
+    proc.kill()
+    proc.communicate()
     assert waits[0]["summary"].startswith("preempted by chat.service: v.service needs 1 GPU"), waits
 
 

@@ -41,6 +41,14 @@ def unit(host, name, port, extra=""):
     return record
 
 
+def deaf_unit(host, name):
+    """NAME runs a server that ignores SIGTERM (its own TimeoutStopSec= is long: 90 s)."""
+    host.sb.write_unit(name, "[Service]\nUser=nobody\nTimeoutStopSec=90\nExecStart="
+                       f"{host.sb.python} -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                       "time.sleep(100000)'\n")
+    host.install(name, "env")
+
+
 def active(host, name):
     return host.sb.prop(name, "ActiveState") == "active"
 
@@ -154,10 +162,7 @@ def test_a_victim_that_ignores_sigterm_is_killed_after_its_grace(host):
     """embed ignores SIGTERM (and its own TimeoutStopSec= is long): after `preempt_grace: 2s`
     cortex-hook kills it, says so in its status, and chat starts."""
     host.setup(policy(embed="    preempt_grace: 2s\n"))
-    host.sb.write_unit("embed.service", "[Service]\nUser=nobody\nTimeoutStopSec=90\nExecStart="
-                       f"{host.sb.python} -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                       "time.sleep(100000)'\n")
-    host.install("embed.service", "env")
+    deaf_unit(host, "embed.service")
     unit(host, "chat.service", 18080)
     host.sb.daemon_reload()
     host.sb.systemctl("start", "embed.service", check=True)
@@ -374,10 +379,7 @@ services:
     preempt_grace: 3s
 """, gpus=[gpu_desc(0), gpu_desc(1), gpu_desc(2, memory_total="8GiB")])
     unit(host, "v1.service", 18081)
-    host.sb.write_unit("v2.service", "[Service]\nUser=nobody\nTimeoutStopSec=90\nExecStart="
-                       f"{host.sb.python} -c 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-                       "time.sleep(100000)'\n")
-    host.install("v2.service", "env")
+    deaf_unit(host, "v2.service")
     unit(host, "chat.service", 18080)
     host.sb.daemon_reload()
     host.sb.systemctl("start", "v1.service", "v2.service", check=True)
