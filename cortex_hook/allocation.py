@@ -17,11 +17,12 @@ from .files import record as records
 from .files import rundir
 from .holders import current_holder, invocation_of, lease_alive, unit_pids
 from .inventory import detail_for, discover, discover_for, own_pids
-from .model import Launch, Request
+from .model import Request
 from .planner import refusal_reason, without_fallback
 from .preemption import MARGIN_S, describe, plan_with_preemption
 from .quantities import format_duration
 from .release import reap
+from .servercommand import shape
 from .release import release as release_start
 from .state import preemption as preempted_state
 from .state import tallies
@@ -114,8 +115,7 @@ def plan_unit(ctx, unit, state, environ, argv=None, mode=None):
                                   None if tallies.is_view(state) else state)
     decision = _decide(plugins, request, notes, problem)
     if decision.ok:
-        decision.launch = Launch(argv=list(argv) if argv else None, mode=mode)
-        plugins.prepare_launch(request, decision, decision.launch)
+        decision.launch = shape(plugins, request, decision, list(argv) if argv else None, mode)
     return decision
 
 
@@ -328,8 +328,7 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
         state.add_leases(unit, decision.uuids, svc.sharing, holder)
     preempted_state.keep_promises(state, unit, decision.uuids)
     argv, mode = start.command
-    decision.launch = Launch(argv=list(argv) if argv is not None else None, mode=mode)
-    plugins.prepare_launch(request, decision, decision.launch)
+    decision.launch = shape(plugins, request, decision, argv, mode)
     state.remember_gpus(gpus)
     state.record(unit, "allocate", decision.uuids,
                  dict(detail, fallback=decision.fallback, env=decision.launch.env), policy.history_limit)

@@ -14,7 +14,8 @@ from .allocation import allocate, check_server, service_for
 from .errors import UsageError
 from .files import record as records
 from .holders import boot_id, invocation_of
-from .model import Launch, Request, Snapshot
+from .model import Request, Snapshot
+from .servercommand import shape
 from .systemd.leaseunit import lease_unit_of
 
 
@@ -38,8 +39,7 @@ def prepare(ctx, unit, argv, environ, on_wait=None):
         decision = record["decision"]
         request = Request(unit=unit, service=decision.service, policy=policy, snapshot=Snapshot(),
                           gpus=decision.chosen)
-        launch = Launch(argv=list(argv))
-        plugins.prepare_launch(request, decision, launch)
+        launch = shape(plugins, request, decision, list(argv))
         decision.launch = launch
         return Prepared(plugins, request, decision, launch, reused=True)
     with ctx.open_state() as state:

@@ -29,7 +29,7 @@ STOP_PATH = {
 START_PATH = STOP_PATH - {"cortex_hook.cli.release"} | {
     "cortex_hook.systemd.isolation", "cortex_hook.systemd.systemctl",
     "cortex_hook.allocation", "cortex_hook.planner", "cortex_hook.preemption", "cortex_hook.handoff",
-    "cortex_hook.turns", "cortex_hook.inventory", "cortex_hook.placement", "cortex_hook.rules",
+    "cortex_hook.turns", "cortex_hook.inventory", "cortex_hook.servercommand", "cortex_hook.placement", "cortex_hook.rules",
     "cortex_hook.serverkit", "cortex_hook.cli.allocate", "cortex_hook.cli.render",
     "cortex_hook.hooks", "cortex_hook.hooks.callplan", "cortex_hook.hooks.entrypoints",
     "cortex_hook.hooks.manager", "cortex_hook.hooks.markers", "cortex_hook.hooks.specs",

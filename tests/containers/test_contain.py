@@ -1,0 +1,53 @@
+"""`plan UNIT -- podman run …` end to end: the container gets exactly the chosen GPUs (one CDI
+device each, the engine's own GPU requests gone), the server's environment with `--env`
+(indices renumbered inside), and the server plugin's flags after the image."""
+
+import json
+
+from ..helpers.box import gpu_desc, uuid_of
+
+VLLM = """\
+services:
+  - match: llm.service
+    server: vllm
+    gpus: 2
+"""
+
+
+def plan_argv(box, *cmd):
+    r = box.cli("plan", "llm.service", "--json", "--", *cmd)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    return json.loads(r.stdout)
+
+
+def test_a_podman_vllm_command_gets_exactly_its_gpus_and_its_flags_inside(box):
+    box.write_gpus([gpu_desc(0, memory_used="20GiB"), gpu_desc(1), gpu_desc(2)]).write_policy(VLLM)
+    out = plan_argv(box, "podman", "run", "--rm", "--device", "nvidia.com/gpu=all", "-p", "8000:8000",
+                    "--ipc=host", "docker.io/vllm/vllm-openai:latest", "--model", "m")
+    assert out["gpus"] == [uuid_of(1), uuid_of(2)]
+    argv = out["argv"]
+    image = argv.index("docker.io/vllm/vllm-openai:latest")
+    engine, inside = argv[:image], argv[image + 1:]
+    assert inside == ["--model", "m", "--tensor-parallel-size", "2"]
+    assert "nvidia.com/gpu=all" not in engine
+    assert [engine[i + 1] for i, w in enumerate(engine) if w == "--device"] == [
+        f"nvidia.com/gpu={uuid_of(1)}", f"nvidia.com/gpu={uuid_of(2)}"]
+    env = dict(w[len("--env="):].split("=", 1) for w in engine if w.startswith("--env="))
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"  # (outside: 1,2)
+    assert out["env"]["CUDA_VISIBLE_DEVICES"] == "1,2"
+    assert env["CORTEX_GPU_UUIDS"] == f"{uuid_of(1)},{uuid_of(2)}"
+    assert engine[:5] == ["podman", "run", "--rm", "-p", "8000:8000"]
+    assert any("container: replaced --device nvidia.com/gpu=all" in n for n in out["notes"])
+
+
+def test_a_command_that_runs_no_container_is_shaped_as_before(box):
+    box.write_gpus([gpu_desc(0), gpu_desc(1)]).write_policy(VLLM)
+    out = plan_argv(box, "vllm", "serve", "m")
+    assert out["argv"] == ["vllm", "serve", "m", "--tensor-parallel-size", "2"]
+
+
+def test_a_detached_container_is_refused_with_the_reason(box):
+    box.write_gpus([gpu_desc(0), gpu_desc(1)]).write_policy(VLLM)
+    r = box.cli("plan", "llm.service", "--", "podman", "run", "-d", "img")
+    assert r.returncode == 2 and "-d (detach) cannot be wrapped" in r.stderr, (r.returncode, r.stderr)
+    assert r.stderr.count("\n") == 1
