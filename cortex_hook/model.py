@@ -349,6 +349,8 @@ class Launch(Record):
     argv: list[str] | None = None
     notes: list[str] = new(list)
     mode: str | None = None
+    inside: list[str] | None = None  # in a container: its own command (ARGV is the engine's)
+    ports: dict[str, str] = new(dict)  # in a container: its published ports, inside -> host ("*": host network)
 
     @property
     def wrapped(self):

@@ -16,6 +16,7 @@ from .release import release
 from .errors import CortexError
 from .launch import describe_gpus, prepare, server_command
 from .probe import FAILED, READY, ProbeResult
+from .servercommand import readiness
 from .systemd.journal import WARNING, log
 from .systemd.notify import Notifier, watchdog_interval
 
@@ -67,7 +68,7 @@ class Supervisor:
         except CortexError as exc:
             self.notify.status(f"failed: {exc}")
             raise
-        probe = p.plugins.readiness_probe(p.request, p.launch)
+        probe = readiness(p.plugins, p.request, p.launch)
         where = describe_gpus(p.decision)
         program, final, env = server_command(p.launch, self.argv0)
         self.notify.status(f"starting {os.path.basename(program)} on {where}")

@@ -53,3 +53,19 @@ def contain(parts, launch, chosen):
     parts.options = options
     parts.command = list(launch.argv)
     return join(parts), notes
+
+
+def published(parts):
+    """{port inside: port on the host} the engine options publish (`-p [IP:]HOST:INSIDE[/tcp]`),
+    or {"*": "*"} for the host's network (`--network host`, `--net=host`)."""
+    ports = {}
+    for option in parts.options:
+        value = option.value or ""
+        if option.name in ("--network", "--net") and value == "host":
+            return {"*": "*"}
+        if option.name in ("-p", "--publish"):
+            spec, _, proto = value.partition("/")
+            fields = spec.rsplit(":", 2)
+            if proto in ("", "tcp") and len(fields) >= 2 and fields[-1].isdigit() and fields[-2].isdigit():
+                ports.setdefault(fields[-1], fields[-2])
+    return ports

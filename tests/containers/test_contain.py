@@ -51,3 +51,37 @@ def test_a_detached_container_is_refused_with_the_reason(box):
     r = box.cli("plan", "llm.service", "--", "podman", "run", "-d", "img")
     assert r.returncode == 2 and "-d (detach) cannot be wrapped" in r.stderr, (r.returncode, r.stderr)
     assert r.stderr.count("\n") == 1
+
+
+def _shaped(box, *cmd):
+    """(plugins, decision) for llm.service and CMD, its launch shaped as a wrapper's would be."""
+    from cortex_hook.allocation import plan_unit
+    from cortex_hook.context import Context
+
+    ctx = Context(policy=box.policy, state=box.state, runtime_dir=box.runtime)
+    with ctx.open_state() as state:
+        decision = plan_unit(ctx, "llm.service", state, {}, list(cmd), "wrapper")
+    return ctx.plugins(), decision
+
+
+def test_the_readiness_probe_knocks_on_the_published_port(box):
+    from cortex_hook.errors import UsageError
+    from cortex_hook.model import Request
+    from cortex_hook.servercommand import readiness
+
+    box.write_gpus([gpu_desc(0), gpu_desc(1)]).write_policy(VLLM)
+    plugins, d = _shaped(box, "podman", "run", "-p", "127.0.0.1:9000:8000/tcp", "img", "--model", "m")
+    request = Request(unit="llm.service", service=d.service, policy=None, snapshot=None, gpus=d.chosen)
+    probe = readiness(plugins, request, d.launch)
+    target = getattr(probe, "inner", probe)
+    assert (target.host, target.port) == ("127.0.0.1", 9000)
+    plugins, d = _shaped(box, "podman", "run", "--network=host", "img", "--model", "m", "--port", "8123")
+    probe = readiness(plugins, request, d.launch)
+    assert getattr(probe, "inner", probe).port == 8123
+    plugins, d = _shaped(box, "podman", "run", "-p", "9000:9000", "img", "--model", "m")
+    try:
+        readiness(plugins, request, d.launch)
+    except UsageError as exc:
+        assert "listens on port 8000 inside its container, which the engine does not publish" in str(exc)
+    else:
+        raise AssertionError("an unpublished port was not refused")
