@@ -6,6 +6,7 @@ flags, and the probe reaches it; a stop ends the container and gives the GPUs ba
 
 import json
 import shutil
+import tempfile
 
 import pytest
 
@@ -35,13 +36,22 @@ def test_a_podman_server_gets_exactly_its_gpus_inside_its_container(host, tmp_pa
     spec = host.out / "nvidia.json"
     spec.write_text(json.dumps(cdi_spec(range(3))))
     host.sb.run("sh", "-c", f"mkdir -p /run/cdi && cp {spec} /run/cdi/nvidia.json", check=True)
-    storage = f"--root {tmp_path}/root --runroot /tmp/chp{tmp_path.name[-8:]}"
+    runroot = tempfile.mkdtemp(prefix="chp-")  # (podman: at most 50 characters)
+    storage = f"--root {tmp_path}/root --runroot {runroot}"
     host.sb.write_unit("llm.service", "[Service]\nExecStart=/usr/bin/podman --cgroup-manager=cgroupfs "
                        f"{storage} run --rm --network host --device nvidia.com/gpu=all -v {host.out}:/out "
                        f"--rootfs /:O /usr/bin/python3 -u {STANDIN} --host 127.0.0.1 --port 18080 "
                        "--record /out/llm.json\n")
     host.install("llm.service", "supervise")
     host.sb.daemon_reload()
+    try:
+        _run_and_check(host)
+    finally:
+        host.sb.down()  # (its mounts go with it) before the runroot goes
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
+def _run_and_check(host):
     host.sb.systemctl("start", "llm.service", check=True)
     record = host.record(host.out / "llm.json")
     env = record["env"]
