@@ -283,6 +283,10 @@ def _attempt(ctx, state, start, gpus, problem, record_refusal):
         if written:
             try:
                 records.clear_start(ctx.runtime_dir, start.unit)
+                if start.svc.cdi:
+                    from .containers import cdispec
+
+                    cdispec.remove(start.unit)
             except (CortexError, OSError):
                 pass  # (a read-only runtime dir: nothing was written either) the first error is the one
         raise
@@ -342,6 +346,10 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
         decision.notes.append("isolate: not applied (not running inside the unit under systemd)")
     written.append(unit)  # from here on, a failure removes what this start wrote
     records.write_start(ctx.runtime_dir, decision, holder, isolated)  # (an OutputError rolls back)
+    if svc.cdi:
+        from .containers import cdispec, rewrite  # only a service with a CDI device of its own
+
+        cdispec.write(unit, decision.chosen, rewrite.inside_env(decision.launch.env, decision.chosen))
     if isolated:
         isolation.apply(unit, decision.chosen)
         allowed = [e.split()[0] for e in isolation.allow_list(decision.chosen)]

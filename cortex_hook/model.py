@@ -92,6 +92,7 @@ class ServicePolicy(Record):
     preempt: str = "never"  # never | lower: may it stop units of a lower class for its GPUs
     when_preempted: str = "requeue"  # requeue | stop | never (never a victim, whatever its class)
     preempt_grace_seconds: float = 30.0  # as a victim: SIGTERM to SIGKILL (TimeoutStopSec= semantics)
+    cdi: bool = False  # write a CDI device of its own, cortex-hook.local/gpu=<unit> (containers/cdispec.py)
     options: dict = new(dict)  # the server plugin's, as written
     option_marks: dict[str, tuple[int, int]] = new(dict)  # option key -> (line, column)
 

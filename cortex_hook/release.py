@@ -53,6 +53,10 @@ def _written_by(record, leases):
 def _undo(unit, runtime_dir, record, lift_timeout=None):
     """Remove what allocate left for UNIT's start (RECORD): its runtime files, and its lockdown."""
     records.clear_start(runtime_dir, unit)
+    if record and record["decision"].service.cdi:
+        from .containers import cdispec  # only a service with a CDI device of its own
+
+        cdispec.remove(unit)
     if record and record.get("isolated"):
         from .systemd import isolation  # subprocess (~7 ms): only an isolated unit has a lockdown to lift
         isolation.lift(unit, timeout=lift_timeout)

@@ -238,6 +238,7 @@ SERVICE_POOLS = {
     "on_gpu_fault": st.sampled_from(["restart", "stop", "ignore", "Restart", "reboot", True]),
     "placement": st.sampled_from(["pack", "spread", "Pack", "binpack", None]),
     "preempt": st.sampled_from(["never", "lower", "Lower", "higher", True, None]),
+    "cdi": st.sampled_from([True, False, "yes", None]),
     "when_preempted": st.sampled_from(["requeue", "stop", "never", "kill", False]),
     "preempt_grace": st.one_of(st.sampled_from(DURATIONS), st.integers(-5, 10 ** 7), huge_ints, floats),
     "options": st.dictionaries(st.one_of(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), unknown_keys),

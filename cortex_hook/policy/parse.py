@@ -18,7 +18,7 @@ from .yamlnodes import MAX_SECONDS, NodeReader, compose, show
 
 SERVICE_KEYS = ("match", "server", "gpus", "min_free_memory", "sharing", "visible_devices",
                 "topology", "same_model", "class", "on_unavailable", "on_gpu_fault", "placement", "preempt",
-                "when_preempted", "preempt_grace", "install", "readiness", "watchdog", "options")
+                "when_preempted", "preempt_grace", "cdi", "install", "readiness", "watchdog", "options")
 TOP_KEYS = ("version", "inventory", "discovery_timeout", "health", "scoring", "reservations",
             "services", "history_limit", "isolate", "metrics", "placement", "handoff_timeout")
 METRICS_KEYS = ("listen", "allow_remote", "job_mapping_dir")
@@ -307,6 +307,8 @@ class _PolicyReader(NodeReader):
                 svc.install = self.choice(vnode, path, 3, CHOICES[name])
             elif name == "same_model":
                 svc.same_model = self.boolean(vnode, path, 3)
+            elif name == "cdi":
+                svc.cdi = self.boolean(vnode, path, 3)
             elif name == "options":  # the server plugin checks these (cortex_validate_options)
                 for key, knode, onode in self.mapping(vnode, path, None, 3):
                     svc.options[key] = self.plain(onode, f"{path}.{key}", 4)

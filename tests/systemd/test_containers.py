@@ -64,3 +64,34 @@ def _run_and_check(host):
     assert status.startswith("ready"), status
     host.sb.stop("llm.service")
     assert host.leases() == []
+
+
+def test_env_mode_gives_a_container_its_gpus_through_a_cdi_device_of_its_own(host, tmp_path):
+    """`cdi: true` and `install --mode env`: the unit's command never changes (`--device
+    cortex-hook.local/gpu=llm.service`); each start's spec holds that start's GPUs (NVIDIA's edits
+    for them and in common, and the env), and is gone when the unit stops."""
+    require(shutil.which("podman"), "podman (Debian package podman)")
+    host.setup(POLICY + "    cdi: true\n", gpus=[gpu_desc(0), gpu_desc(1, memory_used="20GiB"), gpu_desc(2)])
+    spec = dict(cdi_spec(range(3)), containerEdits={"env": ["NVIDIA_COMMON=1"]})
+    (host.out / "nvidia.json").write_text(json.dumps(spec))
+    host.sb.run("sh", "-c", f"mkdir -p /run/cdi && cp {host.out}/nvidia.json /run/cdi/nvidia.json", check=True)
+    runroot = tempfile.mkdtemp(prefix="chp-")
+    host.sb.write_unit("llm.service", "[Service]\nExecStart=/usr/bin/podman --cgroup-manager=cgroupfs "
+                       f"--root {tmp_path}/root --runroot {runroot} run --rm --network host "
+                       f"--device cortex-hook.local/gpu=llm.service -v {host.out}:/out --rootfs /:O "
+                       f"/usr/bin/python3 -u {STANDIN} --host 127.0.0.1 --port 18080 --record /out/llm.json\n")
+    host.install("llm.service", "env")
+    host.sb.daemon_reload()
+    try:
+        host.sb.systemctl("start", "llm.service", check=True)
+        env = host.record(host.out / "llm.json")["env"]
+        assert sorted(k for k in env if k.startswith("CDI_GPU_")) == ["CDI_GPU_0", "CDI_GPU_2"]
+        assert env["NVIDIA_COMMON"] == "1" and env["CORTEX_GPU_UUIDS"] == f"{uuid_of(0)},{uuid_of(2)}"
+        assert env["CUDA_VISIBLE_DEVICES"] == f"{uuid_of(0)},{uuid_of(2)}"
+        assert host.sb.exists("/run/cdi/cortex-hook-llm.service.json")
+        host.sb.stop("llm.service")
+        assert not host.sb.exists("/run/cdi/cortex-hook-llm.service.json")
+        assert host.leases() == []
+    finally:
+        host.sb.down()
+        shutil.rmtree(runroot, ignore_errors=True)
