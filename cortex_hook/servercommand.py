@@ -7,7 +7,7 @@ import os
 from .errors import UsageError
 from .model import Launch
 
-ENGINE_WORDS = ("podman", "env")  # argv[0] of a command that may run a container engine
+ENGINE_WORDS = ("podman", "docker", "env")  # argv[0] of a command that may run a container engine
 
 
 def shape(plugins, request, decision, argv, mode=None):

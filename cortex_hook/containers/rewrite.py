@@ -1,8 +1,9 @@
 """A container engine's command line given exactly the chosen GPUs: the GPU requests it had
 (`--device nvidia.com/gpu=…`, `--gpus …`, `-e NVIDIA_VISIBLE_DEVICES=…`) replaced by one CDI
 device per chosen GPU (`--device nvidia.com/gpu=<UUID>`, the name `nvidia-ctk cdi generate` gives
-every GPU and MIG device), the server's environment passed with `-e`, and the server's own command
-(as the plugins rewrote it) after the image.
+every GPU and MIG device: podman, and docker when the unit asked by CDI) or docker's own
+`--gpus '"device=<UUID>,…"'`, the server's environment passed with `--env`, and the server's own
+command (as the plugins rewrote it) after the image.
 
 Inside the container only the chosen GPUs exist, numbered from 0 in PCI bus order: an index in
 CUDA_VISIBLE_DEVICES is renumbered to that (a UUID names the same GPU inside and out).
@@ -46,8 +47,13 @@ def contain(parts, launch, chosen):
     options = [o for o in parts.options if not is_gpu_request(o)]
     if dropped:
         notes.append("container: replaced " + " ".join(w for o in dropped for w in o.words))
-    for gpu in chosen:
-        options.append(Option("--device", f"{CDI_KIND}={gpu.uuid}", ["--device", f"{CDI_KIND}={gpu.uuid}"]))
+    cdi = parts.name == "podman" or any(o.name == "--device" for o in dropped)
+    if cdi:
+        for gpu in chosen:
+            options.append(Option("--device", f"{CDI_KIND}={gpu.uuid}", ["--device", f"{CDI_KIND}={gpu.uuid}"]))
+    elif chosen:  # docker's own request; quoted, since docker reads it as CSV and UUIDs are comma-joined
+        value = '"device=' + ",".join(g.uuid for g in chosen) + '"'
+        options.append(Option("--gpus", value, ["--gpus", value]))
     for name, value in inside_env(launch.env, chosen).items():
         options.append(Option("--env", f"{name}={value}", [f"--env={name}={value}"]))
     parts.options = options

@@ -1,9 +1,9 @@
-"""A container engine's command line, split: what comes before the engine (`/usr/bin/env …`), the
+"""A container engine's command line (podman, docker), split: what comes before the engine (`/usr/bin/env …`), the
 engine and its global options, the subcommand (`run`, `create`), the container options, the image,
 and the container's own command.
 
 Only the engine's own option tables decide whether an option takes a value (podman_options.py,
-from the real podman CLI); an option they do not list is refused by name, since guessing would
+from the real podman CLI; docker_options.py, from docker's reference docs); an option they do not list is refused by name, since guessing would
 take an option's value for the image (or the image for a value). `-d`/`--detach` is refused: the
 wrapper must own the server's process. Words are kept exactly as given, never re-split, so
 `join(split(argv)) == argv`.
@@ -13,12 +13,16 @@ import os
 
 from ..errors import UsageError
 from ..records import Record, new
-from . import podman_options as P
+from . import docker_options, podman_options
 
-SUBCOMMANDS = {("run",): (P.RUN_VALUE, P.RUN_SWITCH), ("create",): (P.CREATE_VALUE, P.CREATE_SWITCH),
-               ("container", "run"): (P.RUN_VALUE, P.RUN_SWITCH),
-               ("container", "create"): (P.CREATE_VALUE, P.CREATE_SWITCH)}
-ENGINES = ("podman",)
+ENGINES = {"podman": (podman_options, "podman 4.3.1's `--help`"),
+           "docker": (docker_options, "docker/cli's reference docs")}
+
+
+def _subcommands(tables):
+    """{subcommand words: (options taking a value, switches)} of an engine's TABLES module."""
+    run, create = (tables.RUN_VALUE, tables.RUN_SWITCH), (tables.CREATE_VALUE, tables.CREATE_SWITCH)
+    return {("run",): run, ("create",): create, ("container", "run"): run, ("container", "create"): create}
 
 
 class Option(Record):
@@ -44,7 +48,7 @@ class Split(Record):
 
     @property
     def name(self):
-        """The engine's name: `podman`."""
+        """The engine's name: `podman` or `docker`."""
         return os.path.basename(self.engine)
 
 
@@ -65,15 +69,17 @@ def split(argv):
     if at is None:
         return None
     out = Split(prefix=list(argv[:at]), engine=argv[at])
-    i = _options(argv, at + 1, P.GLOBAL_VALUE, P.GLOBAL_SWITCH, out.global_options, f"{out.name} (global)")
-    for words, tables in SUBCOMMANDS.items():
+    tables, source = ENGINES[out.name]
+    i = _options(argv, at + 1, tables.GLOBAL_VALUE, tables.GLOBAL_SWITCH, out.global_options,
+                 f"{out.name} (global)", source)
+    for words, found in _subcommands(tables).items():
         if tuple(argv[i:i + len(words)]) == words:
-            out.subcommand = list(words)
+            out.subcommand, options = list(words), found
             break
     else:
         return None  # (podman start, podman ps, …: not a command that makes a container)
     where = f"{out.name} {' '.join(out.subcommand)}"
-    i = _options(argv, i + len(out.subcommand), *tables, out.options, where)
+    i = _options(argv, i + len(out.subcommand), *options, out.options, where, source)
     if i < len(argv) and argv[i] == "--":
         out.separator, i = True, i + 1
     if i >= len(argv):
@@ -87,8 +93,9 @@ def split(argv):
     return out
 
 
-def _options(argv, i, value, switch, out, where):
-    """Read the options of ARGV from I into OUT ([Option]); returns the index after them."""
+def _options(argv, i, value, switch, out, where, source):
+    """Read the options of ARGV from I into OUT ([Option]); returns the index after them (SOURCE:
+    where the tables come from, for a refusal)."""
     while i < len(argv):
         word = argv[i]
         if word == "--" or not word.startswith("-") or word == "-":
@@ -105,14 +112,14 @@ def _options(argv, i, value, switch, out, where):
             elif name in switch:
                 out.append(Option(name, given if eq else None, [word]))
             else:
-                _unknown(name, where)
+                _unknown(name, where, source)
             i += 1
             continue
-        i = _cluster(argv, i, value, switch, out, where)
+        i = _cluster(argv, i, value, switch, out, where, source)
     return i
 
 
-def _cluster(argv, i, value, switch, out, where):
+def _cluster(argv, i, value, switch, out, where, source):
     """Short options, clustered or not (`-it`, `-p8080:80`, `-p=8080:80`, `-p 8080:80`)."""
     word = argv[i]
     for j in range(1, len(word)):
@@ -121,7 +128,7 @@ def _cluster(argv, i, value, switch, out, where):
             out.append(Option(name, None, [word] if j == 1 else []))
             continue
         if name not in value:
-            _unknown(name, where)
+            _unknown(name, where, source)
         rest = word[j + 1:]
         if rest:  # pflag: `-p=8080:80` is `-p 8080:80`
             out.append(Option(name, rest[1:] if rest.startswith("=") else rest, [word] if j == 1 else []))
@@ -137,9 +144,9 @@ def _need(argv, i, word, where):
         raise UsageError(f"{where}: {word} needs a value")
 
 
-def _unknown(name, where):
-    raise UsageError(f"{where}: option {name} is not in cortex-hook's table of its options (podman 4.3.1's "
-                     f"`--help`), so where its value ends cannot be known; check its spelling, or report it")
+def _unknown(name, where, source):
+    raise UsageError(f"{where}: option {name} is not in cortex-hook's table of its options ({source}), "
+                     "so where its value ends cannot be known; check its spelling, or report it")
 
 
 def join(parts):

@@ -85,3 +85,21 @@ def test_the_readiness_probe_knocks_on_the_published_port(box):
         assert "listens on port 8000 inside its container, which the engine does not publish" in str(exc)
     else:
         raise AssertionError("an unpublished port was not refused")
+
+
+def test_a_docker_command_gets_dockers_own_gpu_request_for_exactly_its_gpus(box):
+    box.write_gpus([gpu_desc(0, memory_used="20GiB"), gpu_desc(1), gpu_desc(2)]).write_policy(VLLM)
+    out = plan_argv(box, "docker", "run", "--runtime", "nvidia", "--gpus", "all", "-p", "8000:8000",
+                    "vllm/vllm-openai:latest", "--model", "m")
+    argv = out["argv"]
+    engine = argv[:argv.index("vllm/vllm-openai:latest")]
+    assert [engine[i + 1] for i, w in enumerate(engine) if w == "--gpus"] == [f'"device={uuid_of(1)},{uuid_of(2)}"']
+    assert "--device" not in engine and argv[-2:] == ["--tensor-parallel-size", "2"]
+
+
+def test_a_docker_command_that_asked_by_cdi_keeps_cdi(box):
+    box.write_gpus([gpu_desc(0), gpu_desc(1)]).write_policy(VLLM)
+    argv = plan_argv(box, "docker", "run", "--device", "nvidia.com/gpu=all", "img")["argv"]
+    assert [argv[i + 1] for i, w in enumerate(argv) if w == "--device"] == [
+        f"nvidia.com/gpu={uuid_of(0)}", f"nvidia.com/gpu={uuid_of(1)}"]
+    assert "--gpus" not in argv

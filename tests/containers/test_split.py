@@ -93,3 +93,34 @@ def test_hostile_words_are_kept_as_given_never_re_split():
     assert [(o.name, o.value) for o in parts.options] == [("-e", env), ("--name", "a b")]
     assert (parts.image, parts.command) == ("img:$tag\n", ["--flag", "va lue\n"])
     assert join(parts) == argv
+
+
+DOCKER = [
+    ("docker run --runtime nvidia --gpus all -v /root/.cache/huggingface:/root/.cache/huggingface "
+     "--env HUGGING_FACE_HUB_TOKEN=x -p 8000:8000 --ipc=host vllm/vllm-openai:latest --model mistralai/Mistral-7B-v0.1",
+     "vllm/vllm-openai:latest", ["--model", "mistralai/Mistral-7B-v0.1"],
+     [("--runtime", "nvidia"), ("--gpus", "all"), ("-v", "/root/.cache/huggingface:/root/.cache/huggingface"),
+      ("--env", "HUGGING_FACE_HUB_TOKEN=x"), ("-p", "8000:8000"), ("--ipc", "host")]),
+    ("docker -H unix:///run/docker.sock run --gpus '\"device=0,2\"' --shm-size 1g -p 8080:80 "
+     "ghcr.io/huggingface/text-generation-inference:3.0.0 --model-id m",
+     "ghcr.io/huggingface/text-generation-inference:3.0.0", ["--model-id", "m"],
+     [("--gpus", '"device=0,2"'), ("--shm-size", "1g"), ("-p", "8080:80")]),
+]
+
+
+@pytest.mark.parametrize("line, image, command, options", DOCKER)
+def test_docker_command_lines_split_by_dockers_documented_options(line, image, command, options):
+    argv = shlex.split(line)
+    parts = split(argv)
+    assert parts.name == "docker" and (parts.image, parts.command) == (image, command)
+    assert [(o.name, o.value) for o in parts.options] == options
+    assert join(parts) == argv
+
+
+def test_the_docker_docs_reader_tells_values_from_switches():
+    from cortex_hook.containers.docker_options import options_from_docs
+
+    text = ("| Name | Type | Default | Description |\n|:--|:--|:--|:--|\n"
+            "| [`-d`](#detach), [`--detach`](#detach) | `bool` | | Run in background |\n"
+            "| [`--gpus`](#gpus) | `gpu-request` | | GPU devices |\n| `-e`, `--env` | `list` | | env |\n")
+    assert options_from_docs(text) == ({"--gpus", "-e", "--env"}, {"-d", "--detach"})
