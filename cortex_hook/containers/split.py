@@ -77,7 +77,12 @@ def split(argv):
             out.subcommand, options = list(words), found
             break
     else:
-        return None  # (podman start, podman ps, …: not a command that makes a container)
+        rest = [w for w in argv[i:i + 2] if not w.startswith("-")]
+        if rest[:1] == ["start"] or rest[:2] == ["container", "start"]:
+            raise UsageError(f"{out.name} start: the container was made by another command, so its GPUs "
+                             "cannot be set here; put `cdi: true` on the service and `--device "
+                             "cortex-hook.local/gpu=%n` in its `create` (env mode), or run it with `run`")
+        return None  # (podman ps, podman exec, …: not a command that makes a container)
     where = f"{out.name} {' '.join(out.subcommand)}"
     i = _options(argv, i + len(out.subcommand), *options, out.options, where, source)
     if i < len(argv) and argv[i] == "--":

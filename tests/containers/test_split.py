@@ -63,7 +63,7 @@ def test_what_comes_before_the_engine_and_the_global_options():
     assert join(parts) == argv
 
 
-@pytest.mark.parametrize("argv", [["/usr/bin/llama-server", "-m", "x.gguf"], ["podman", "start", "-a", "x"],
+@pytest.mark.parametrize("argv", [["/usr/bin/llama-server", "-m", "x.gguf"], ["podman", "exec", "x", "sh"],
                                   ["podman", "ps"], ["env", "A=b", "vllm", "serve"], []])
 def test_a_command_that_makes_no_container_is_not_split(argv):
     assert split(argv) is None
@@ -77,6 +77,8 @@ def test_a_command_that_makes_no_container_is_not_split(argv):
     ("podman run -Z img", "option -Z is not in cortex-hook's table"),
     ("podman --frob run img", "podman (global): option --frob"),
     ("podman run --rm", "podman run: no image in the command line"),
+    ("podman start -a x", "podman start: the container was made by another command"),
+    ("docker container start -a x", "put `cdi: true` on the service"),
     ("podman run -p", "podman run: -p needs a value"),
     ("podman run --name", "podman run: --name needs a value"),
 ])
