@@ -88,3 +88,12 @@ def test_a_template_instance_gets_a_device_name_cdi_accepts():
 
     assert device_name("vllm@mistral-7b.service") == "vllm_mistral-7b.service"
     assert device_name("a\\x2db.service") == "a_x2db.service"
+
+
+def test_a_spec_dir_others_can_write_is_refused(cdi_box):
+    (cdi_box.specs / "nvidia.json").write_text(json.dumps(nvidia(range(3))))
+    cdi_box.out.mkdir()
+    os.chmod(cdi_box.out, 0o777)
+    r = cdi_box.cli("allocate", "llm", env=cdi_box.cdi_env)
+    assert r.returncode == 77 and "CDI spec dir" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert cdi_box.json("leases", env=cdi_box.cdi_env)["leases"] == [] and ours(cdi_box) is None
