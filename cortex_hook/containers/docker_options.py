@@ -47,28 +47,9 @@ RUN_SWITCH = frozenset({  # `docker run` switches
     '-i', '-q', '-t',
 })
 
-CREATE_VALUE = frozenset({  # `docker create`
-    '--add-host', '--annotation', '--attach', '--blkio-weight', '--blkio-weight-device', '--cap-add',
-    '--cap-drop', '--cgroup-parent', '--cgroupns', '--cidfile', '--cpu-count', '--cpu-percent', '--cpu-period',
-    '--cpu-quota', '--cpu-rt-period', '--cpu-rt-runtime', '--cpu-shares', '--cpus', '--cpuset-cpus',
-    '--cpuset-mems', '--device', '--device-cgroup-rule', '--device-read-bps', '--device-read-iops',
-    '--device-write-bps', '--device-write-iops', '--dns', '--dns-option', '--dns-search', '--domainname',
-    '--entrypoint', '--env', '--env-file', '--expose', '--gpus', '--group-add', '--health-cmd',
-    '--health-interval', '--health-retries', '--health-start-interval', '--health-start-period',
-    '--health-timeout', '--hostname', '--io-maxbandwidth', '--io-maxiops', '--ip', '--ip6', '--ipc',
-    '--isolation', '--label', '--label-file', '--link', '--link-local-ip', '--log-driver', '--log-opt',
-    '--mac-address', '--memory', '--memory-reservation', '--memory-swap', '--memory-swappiness', '--mount',
-    '--name', '--network', '--network-alias', '--oom-score-adj', '--pid', '--pids-limit', '--platform',
-    '--publish', '--pull', '--restart', '--runtime', '--security-opt', '--shm-size', '--stop-signal',
-    '--stop-timeout', '--storage-opt', '--sysctl', '--tmpfs', '--ulimit', '--user', '--userns', '--uts',
-    '--volume', '--volume-driver', '--volumes-from', '--workdir', '-a', '-c', '-e', '-h', '-l', '-m', '-p',
-    '-u', '-v', '-w',
-})
+CREATE_VALUE = RUN_VALUE - {"--detach-keys"}  # `docker create`: run's, less what only a run has
 
-CREATE_SWITCH = frozenset({  # `docker create`
-    '--help', '--init', '--interactive', '--no-healthcheck', '--oom-kill-disable', '--privileged',
-    '--publish-all', '--quiet', '--read-only', '--rm', '--tty', '--use-api-socket', '-P', '-i', '-q', '-t',
-})
+CREATE_SWITCH = RUN_SWITCH - {"--detach", "-d", "--sig-proxy"}  # `docker create`
 
 GLOBAL_VALUE = frozenset({  # `docker`: before the subcommand
     '--config', '--context', '--host', '--log-level', '--tlscacert', '--tlscert', '--tlskey', '-H', '-c', '-l',
