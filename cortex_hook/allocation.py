@@ -126,7 +126,7 @@ class _Start:
     def __init__(self, unit, svc, holder, pids, environ, command, on_wait):
         self.unit, self.svc, self.holder, self.pids = unit, svc, holder, pids
         self.environ, self.command, self.on_wait = environ, command, on_wait
-        self.detail = detail_for(svc, pids)  # (again at each discovery: a handoff needs the processes)
+        self.detail = None  # what the driver is asked: set at each discovery (inventory.detail_for)
         self.waiting = False  # it recorded a wait (tallies.begin_wait)
         self.arrival = time.time()  # its place in the queue of its class (turns.py)
         self.turn = ((), 0, "")  # what its last refused plan could use (turns.py)
@@ -267,7 +267,7 @@ def _forget_wait(state, unit):
     try:
         with state.write():
             tallies.end_wait(state, unit)
-            preempted_state.keep_promises(state, unit, [])  # what it preempted goes back to the queue
+            preempted_state.end_promises(state, unit)  # what it preempted goes back to the queue
     except (CortexError, OSError, sqlite3.Error):
         pass
 
@@ -330,7 +330,7 @@ def _plan_and_lease(ctx, state, start, gpus, problem, record_refusal, written):
         return decision, request
     if decision.chosen:
         state.add_leases(unit, decision.uuids, svc.sharing, holder)
-    preempted_state.keep_promises(state, unit, decision.uuids)
+    preempted_state.end_promises(state, unit)
     argv, mode = start.command
     decision.launch = shape(plugins, request, decision, argv, mode)
     state.remember_gpus(gpus)

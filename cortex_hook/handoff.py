@@ -37,13 +37,12 @@ def holding(request, gpu):
     why = [f"pid {p.pid} has ended, but the driver still lists it"
            + (f" holding {format_size(p.used_memory)}" if p.used_memory else "") for p in ended]
     need = rules.memory_needed(request.service, gpu)
-    if need and gpu.memory_free is not None:
-        free = gpu.memory_free + sum(p.used_memory or 0 for p in gpu.processes or () if p.pid in own)
-        if free < need:
-            running = [f"pid {p.pid} holds {format_size(p.used_memory)}" for p in gpu.processes or ()
-                       if p.pid not in own and p.pid not in request.leaving_pids and p.used_memory]
-            why.append(f"{format_size(free)} free, needs {format_size(need)}"
-                       + (f" ({', '.join(running)})" if running and not ended else ""))
+    free = rules.free_for(request, gpu, leaving=False)  # (what is free now: the ended ones' not yet)
+    if need and free is not None and free < need:
+        running = [f"pid {p.pid} holds {format_size(p.used_memory)}" for p in gpu.processes or ()
+                   if p.pid not in own and p.pid not in request.leaving_pids and p.used_memory]
+        why.append(f"{format_size(free)} free, needs {format_size(need)}"
+                   + (f" ({', '.join(running)})" if running and not ended else ""))
     return "; ".join(why)
 
 

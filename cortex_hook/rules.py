@@ -205,15 +205,15 @@ def demotion_of(snapshot, gpu, health, now):
 
 
 # -- memory --------------------------------------------------------------------------------------
-def free_for(request, gpu):
+def free_for(request, gpu, leaving=True):
     """Free memory on GPU for this request: the driver's free plus what this unit's own previous
-    processes hold (a restarting service does not compete with itself) and what processes that
-    have already ended still hold (being freed: the start waits for it, handoff.py). None if
-    unknown."""
+    processes hold (a restarting service does not compete with itself) and, with LEAVING, what
+    processes that have already ended still hold (being freed: the start waits for it,
+    handoff.py). None if unknown."""
     if gpu.memory_free is None:
         return None
     own = 0
-    counted = request.own_pids | request.leaving_pids
+    counted = request.own_pids | request.leaving_pids if leaving else request.own_pids
     if counted and gpu.processes:
         own = sum(p.used_memory or 0 for p in gpu.processes if p.pid in counted)
     return gpu.memory_free + own

@@ -1,1 +1,2 @@
-"""Servers in containers (issue 14, in progress): the engine's command line split into its parts."""
+"""Servers in containers: an engine's command line split into its parts (split), given exactly the
+chosen GPUs (rewrite), and env mode's CDI device of its own (cdispec)."""

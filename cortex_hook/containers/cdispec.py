@@ -73,18 +73,17 @@ def _read(path):
             data = f.read()
     except OSError:
         return None
-    try:
-        if path.endswith(".json"):
+    if path.endswith(".json"):
+        try:
             return json.loads(data)
-        import yaml  # only for a unit with `cdi: true`, and only NVIDIA's spec
-
-        return yaml.safe_load(data)
-    except ValueError:
-        return None
-    except Exception as exc:  # yaml.YAMLError: a spec that does not parse is not NVIDIA's one
-        if type(exc).__module__.startswith("yaml"):
+        except ValueError:
             return None
-        raise
+    import yaml  # only for a unit with `cdi: true`, and only NVIDIA's spec
+
+    try:
+        return yaml.safe_load(data)
+    except yaml.YAMLError:  # a spec that does not parse is not NVIDIA's one
+        return None
 
 
 def edits_for(spec, path, chosen, env):

@@ -49,12 +49,11 @@ def promise(state, unit, uuids, victims, pid):
                       (victim.unit, unit, now, mode))
 
 
-def keep_promises(state, unit, uuids):
-    """UNIT leased UUIDS (or gave up: none): its promises are over (deleted, all of them: a GPU it
-    did not take goes back to whoever may have it)."""
+def end_promises(state, unit):
+    """UNIT leased its GPUs, or gave up: its promises are over (all of them: a GPU it did not take
+    goes back to whoever may have it)."""
     with state.write() as c:
         c.execute("DELETE FROM promise WHERE unit = ?", (unit,))
-    return uuids
 
 
 def take_requeue(state, unit, within):
