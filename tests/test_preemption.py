@@ -326,12 +326,13 @@ def test_greedy_beyond_the_budget_still_takes_the_latest_starts(plugins):
     assert indices(d.promised) == [0, 1, 2]
 
 
-def test_greedy_passes_over_a_victim_whose_gpu_cannot_serve(plugins):
-    """As above, but the latest start's GPU is drained: the next three latest are the victims
-    (the exact search, under the budget, finds them: see the 4-unit case)."""
-    gpus = [make_gpu(i) for i in range(13)]
-    units = {f"u{i:02}.service": "batch" for i in range(13)}
-    leases = [held(f"u{i:02}.service", i, ago=100 * (i + 1)) for i in range(13)]
+@pytest.mark.parametrize("n", [4, 13], ids=["exact", "greedy"])
+def test_the_search_passes_over_a_victim_whose_gpu_cannot_serve(plugins, n):
+    """As above, but the latest start's GPU is drained: the next three latest are the victims,
+    whether the exact search (4 units, under the budget) or the greedy one (13) finds them."""
+    gpus = [make_gpu(i) for i in range(n)]
+    units = {f"u{i:02}.service": "batch" for i in range(n)}
+    leases = [held(f"u{i:02}.service", i, ago=100 * (i + 1)) for i in range(n)]
     drains = {uuid(0): Drain(uuid(0), "maintenance", NOW)}
     d = preempt(plugins, request(gpus, leases, me={"gpus": 3}, others=units, drains=drains))
     assert sorted(victims(d)) == ["u01.service", "u02.service", "u03.service"]
@@ -360,15 +361,6 @@ def test_an_exclusive_start_preempts_the_units_sharing_a_gpu_within_the_budget(p
     d = preempt(plugins, request(gpus, leases, others=units))
     assert sorted(victims(d)) == ["s10.service", "s11.service", "s12.service"]
     assert indices(d.promised) == [1]
-
-
-def test_exact_search_passes_over_a_victim_whose_gpu_cannot_serve(plugins):
-    gpus = [make_gpu(i) for i in range(4)]
-    units = {f"u{i:02}.service": "batch" for i in range(4)}
-    leases = [held(f"u{i:02}.service", i, ago=100 * (i + 1)) for i in range(4)]
-    drains = {uuid(0): Drain(uuid(0), "maintenance", NOW)}
-    d = preempt(plugins, request(gpus, leases, me={"gpus": 3}, others=units, drains=drains))
-    assert sorted(victims(d)) == ["u01.service", "u02.service", "u03.service"]
 
 
 # -- what it says -----------------------------------------------------------------------------------

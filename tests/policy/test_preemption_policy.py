@@ -1,19 +1,12 @@
 """The preemption keys: `preempt`, `when_preempted`, `preempt_grace` (per service) and
 `handoff_timeout` (top level): defaults, what each value reads as, and every mistake named by
 file:line:column and key path, never a traceback."""
-import textwrap
 
 import pytest
 
-from cortex_hook.errors import PolicyError
 from cortex_hook.model import Policy, ServicePolicy
-from cortex_hook.policy.parse import parse_policy
 
-PATH = "/etc/cortex-hook/policy.yaml"
-
-
-def parse(text):
-    return parse_policy(textwrap.dedent(text), PATH)
+from .reading import PATH, mistake, parse
 
 
 def test_defaults_never_preempt_requeue_and_wait_30s_and_2min():
@@ -134,11 +127,9 @@ def test_keys_come_through_a_merge_key():
      "no lower class"),
 ])
 def test_every_mistake_names_file_line_column_and_key(text, where, key, needle):
-    with pytest.raises(PolicyError) as err:
-        parse("version: 1\n" + text)
-    message = str(err.value)
+    message = mistake("version: 1\n" + text)
     assert message.startswith(f"{PATH}:{where}: {key}: "), message
-    assert needle in message and "\n" not in message, message
+    assert needle in message, message
 
 
 def test_preempt_never_on_a_batch_service_is_fine():
